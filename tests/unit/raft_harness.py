@@ -209,7 +209,9 @@ class Cluster:
         self.cut.clear()
 
     def crash(self, i: int) -> None:
+        """Stop node ``i``; messages in flight to or from it are lost with it."""
         self.down.add(i)
+        self.queue = [m for m in self.queue if i not in (m.frm, m.to)]
 
     def restart(self, i: int) -> None:
         self.down.discard(i)

@@ -1,0 +1,147 @@
+"""Log replication and commitment, message by message (Raft §5.3, §5.4.2, thesis §10.2)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raftsql.raft import Config, ProposalDropped, RaftCore, Restored, Role
+from raftsql.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    HardState,
+    RequestVoteResponse,
+)
+from tests.unit.raft_harness import Cluster
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_5_3_entries_replicate_and_apply_in_order_everywhere() -> None:
+    c = Cluster(3)
+    c.elect(1)
+    for k in range(20):
+        c.propose(1, b"%d" % k)
+    c.deliver()
+    c.tick_all(2)
+    want = [b"%d" % k for k in range(20)]
+    assert all(c.nodes[i].applied_data == want for i in (1, 2, 3))
+
+
+def test_leader_sends_appends_before_its_own_fsync_but_counts_itself_only_after() -> None:
+    """Thesis §10.2.1: the leader writes its log in parallel with replication."""
+    c = Cluster(3)
+    c.elect(1)
+    core = c.core(1)
+    core.propose(b"a")
+    rd = core.ready()
+    assert [e.data for e in rd.entries] == [b"a"]
+    assert any(isinstance(m, AppendEntries) and m.entries for m in rd.messages)
+    # one follower acknowledges before the leader's own write completed: 1 of 3 durable
+    core.step(AppendEntriesResponse(2, 1, 1, True, 2))
+    assert core.commit == 1
+    core.advance(rd)  # now the leader's own copy is durable: 2 of 3
+    assert core.commit == 2
+
+
+def test_5_3_only_a_conflicting_suffix_is_truncated() -> None:
+    c = Cluster(3)
+    c.elect(1)
+    for k in range(3):
+        c.propose(1, b"%d" % k)
+    c.deliver()
+    follower = c.core(2)
+    last = follower.last_index
+    # a delayed duplicate of an early AppendEntries must not cut the log short
+    old = AppendEntries(1, 2, 1, 1, 1, (Entry(1, 2, b"0"),), 1)
+    follower.step(old)
+    assert follower.last_index == last
+
+
+def test_fast_backtracking_skips_a_whole_term_per_round_trip() -> None:
+    c = Cluster(3, check_quorum=False)
+    c.elect(1)
+    c.crash(2)
+    c.crash(3)
+    for k in range(50):
+        c.propose(1, b"lost%d" % k)  # never committed: only node 1 has them
+    c.crash(1)
+    c.restart(2)
+    c.restart(3)
+    c.elect(3)
+    for k in range(50):
+        c.propose(3, b"kept%d" % k)
+    c.deliver()
+    assert c.core(3).role is Role.LEADER and c.core(3).commit == 52
+    # a new leader (node 2, term 3) starts out assuming node 1 is as long as its own log
+    c.core(3).transfer_leader(2)
+    c.pump(3)
+    c.deliver()
+    assert c.leader() == 2 and c.core(2).term == 3
+    c.restart(1)
+    # node 1 holds 50 entries of term 1 where the leader has 50 of term 2: one-by-one
+    # backtracking would need 50 rejections, the term hints need one
+    c.trace.clear()
+    c.tick_all(4)
+    rejects = [t for t in c.trace if "1->2 AppendEntriesResponse" in t and "success=False" in t]
+    assert len(rejects) == 1, "\n".join(c.trace)
+    assert c.core(1).last_index == c.core(2).last_index
+    assert c.nodes[1].applied_data == c.nodes[2].applied_data
+
+
+def test_5_4_2_figure_8_a_previous_term_entry_is_not_committed_by_counting() -> None:
+    """Figure 8: S1 (term 4) gets its old term-2 entry onto a majority; it must not
+    count that as committed, because S5 (whose log ends in term 3) could still win."""
+    voters = frozenset(range(1, 6))
+    log = (Entry(1, 1), Entry(2, 2, b"old"))
+    leader = RaftCore(
+        Config(1, voters, pre_vote=False, check_quorum=False),
+        random.Random(0),
+        Restored(HardState(term=3, vote=None, commit=1), entries=log, applied=1),
+    )
+    leader._campaign(transfer=False)
+    for v in (2, 3):
+        leader.step(RequestVoteResponse(v, 1, 4, True))
+    assert leader.role is Role.LEADER and leader.term == 4
+    rd = leader.ready()
+    leader.advance(rd)  # the leader's no-op (index 3, term 4) is durable on the leader
+    assert leader.term_at(3) == 4
+    leader.step(AppendEntriesResponse(2, 1, 4, True, 2))
+    leader.step(AppendEntriesResponse(3, 1, 4, True, 2))
+    assert leader.commit == 1, "entry 2 (term 2) is on 3 of 5 nodes but must not commit yet"
+    leader.step(AppendEntriesResponse(2, 1, 4, True, 3))
+    assert leader.commit == 1
+    leader.step(AppendEntriesResponse(3, 1, 4, True, 3))
+    assert leader.commit == 3, "the no-op of term 4 commits, and entry 2 with it"
+
+
+def test_pipelining_keeps_at_most_max_inflight_appends_per_follower() -> None:
+    c = Cluster(3, max_inflight=3, max_msg_bytes=1)
+    c.elect(1)
+    core = c.core(1)
+    for k in range(10):
+        core.propose(b"%d" % k)
+    rd = core.ready()
+    to2 = [m for m in rd.messages if isinstance(m, AppendEntries) and m.to == 2]
+    assert len(to2) == 3 and all(len(m.entries) == 1 for m in to2)
+    core.advance(rd)
+
+
+def test_uncommitted_tail_is_bounded() -> None:
+    c = Cluster(3, max_uncommitted_bytes=1000)
+    c.elect(1)
+    c.isolate(1)
+    with pytest.raises(ProposalDropped):
+        for _ in range(100):
+            c.propose(1, b"x" * 100)
+    assert c.core(1).last_index < 20
+
+
+def test_commit_index_reaches_followers_without_waiting_for_a_heartbeat() -> None:
+    c = Cluster(3)
+    c.elect(1)
+    c.propose(1, b"a")
+    c.deliver()
+    assert [c.core(i).commit for i in (1, 2, 3)] == [2, 2, 2]
