@@ -1,0 +1,7 @@
+"""`python -m raftsql ...` is the same as the `raftsql` command."""
+
+import sys
+
+from raftsql.cli import main
+
+sys.exit(main())

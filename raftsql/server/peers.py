@@ -1,0 +1,102 @@
+"""Outbound links to the other nodes: one sender task per peer, reconnecting with backoff.
+
+Raft tolerates lost messages, so a link never queues without bound: while a peer is
+unreachable, messages for it are dropped (the leader retransmits from its progress state),
+and the queue is bounded. Snapshot chunks leave the core without their bytes; the link
+reads each chunk from the snapshot file just before sending it, in a worker thread, so
+neither the protocol nor the event loop ever holds a snapshot in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import trio
+
+from raftsql.net import codec
+from raftsql.net.framing import encode_frame
+from raftsql.raft.messages import InstallSnapshot, Message
+
+log = logging.getLogger("raftsql.peers")
+
+_QUEUE = 4096
+_BATCH = 512
+
+
+class PeerLink:
+    def __init__(
+        self,
+        self_id: int,
+        peer_id: int,
+        address: tuple[str, int],
+        read_chunk: Callable[[InstallSnapshot], bytes],
+        max_frame: int,
+    ) -> None:
+        self.self_id = self_id
+        self.peer_id = peer_id
+        self.address = address
+        self._read_chunk = read_chunk
+        self._max_frame = max_frame
+        self._send, self._recv = trio.open_memory_channel[Message](_QUEUE)
+        self.connected = False
+        self.dropped = 0
+
+    def send(self, m: Message) -> None:
+        try:
+            self._send.send_nowait(m)
+        except trio.WouldBlock:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        backoff = 0.02
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(*self.address)
+            except OSError:
+                self._drain()
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 0.5)
+                continue
+            backoff = 0.02
+            try:
+                async with stream:
+                    hello = {"hello": "peer", "id": self.self_id}
+                    await stream.send_all(encode_frame(hello, self._max_frame))
+                    self.connected = True
+                    await self._pump(stream)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("link %d->%d lost: %s", self.self_id, self.peer_id, exc)
+            finally:
+                self.connected = False
+            self._drain()
+
+    async def _pump(self, stream: trio.SocketStream) -> None:
+        while True:
+            batch = [await self._recv.receive()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            frames = []
+            for m in batch:
+                if isinstance(m, InstallSnapshot) and m.length and not m.data:
+                    try:
+                        data = await trio.to_thread.run_sync(self._read_chunk, m)
+                    except Exception as exc:  # a snapshot replaced meanwhile: leader resends
+                        log.info("snapshot chunk for %d not sent: %s", self.peer_id, exc)
+                        continue
+                    m = dataclasses.replace(m, data=data)
+                frames.append(encode_frame(codec.to_wire(m), self._max_frame))
+            await stream.send_all(b"".join(frames))
+
+    def _drain(self) -> None:
+        """Forget what was queued for a peer we cannot reach: it would be stale anyway."""
+        while True:
+            try:
+                self._recv.receive_nowait()
+                self.dropped += 1
+            except trio.WouldBlock:
+                return

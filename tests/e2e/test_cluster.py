@@ -1,0 +1,177 @@
+"""A 3-node cluster of real processes: writes, reads, failover, catch-up, exactly-once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from raftsql import errors
+from raftsql.client import Client
+from raftsql.cluster import LocalCluster
+
+pytestmark = pytest.mark.timeout(180)
+
+MakeCluster = Callable[..., LocalCluster]
+
+
+def wait_converged(cluster: LocalCluster, timeout: float = 20.0) -> dict[int, dict]:
+    """Wait until every running node applied the same index; return their digests."""
+    deadline = time.monotonic() + timeout
+    digests: dict[int, dict] = {}
+    while time.monotonic() < deadline:
+        digests = {}
+        for i in sorted(cluster.ports):
+            if cluster.is_running(i):
+                with Client([cluster.address(i)], timeout=2) as c:
+                    digests[i] = c.digest()
+        if len({d["applied"] for d in digests.values()}) == 1:
+            return digests
+        time.sleep(0.1)
+    raise AssertionError(f"nodes did not converge: {digests}")
+
+
+def test_write_then_read_on_every_node(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster()
+    with cluster.client() as c:
+        c.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)")
+        r = c.execute("INSERT INTO kv VALUES (?, ?)", ("a", 1))
+        assert r.rowcount == 1 and r.lastrowid == 1
+        r = c.execute("INSERT INTO kv VALUES (:k, :v) RETURNING v * 10", {"k": "b", "v": 2})
+        assert r.rows == [(20,)]
+    # a linearizable read on each node (followers included) sees the acknowledged writes
+    for i in sorted(cluster.ports):
+        with Client([cluster.address(i)]) as c:
+            assert c.query("SELECT k, v FROM kv ORDER BY k").rows == [("a", 1), ("b", 2)]
+
+
+def test_bad_input_gets_an_error_and_the_node_keeps_serving(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster()
+    with cluster.client() as c:
+        c.execute("CREATE TABLE t (x INTEGER UNIQUE)")
+        c.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(errors.SQLError):
+            c.execute("SELEC nonsense")
+        with pytest.raises(errors.ConstraintError):
+            c.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(errors.ForbiddenSQL):
+            c.execute("ATTACH DATABASE 'x.db' AS x")
+        with pytest.raises(errors.ParameterError):
+            c.execute("INSERT INTO t VALUES (?)", (1, 2))
+        with pytest.raises(errors.RaftsqlError):
+            c.execute("INSERT INTO t VALUES (changes())")
+        c.execute("INSERT INTO t VALUES (2)")
+        assert c.query("SELECT x FROM t ORDER BY x").rows == [(1,), (2,)]
+
+
+def test_a_retried_write_is_applied_once(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster()
+    with cluster.client() as c:
+        c.execute("CREATE TABLE log (x INTEGER)")
+        request = {
+            "op": "write",
+            "stmts": [["INSERT INTO log VALUES (42)", []]],
+            "atomic": True,
+            "session": b"retry-session-01",
+            "seq": 1,
+        }
+        first = c._call(dict(request), to_leader=True)
+        second = c._call(dict(request), to_leader=True)  # the client's retry after a timeout
+        assert first["results"] == second["results"]
+        assert c.query("SELECT count(*) FROM log").rows == [(1,)]
+
+
+def test_nondeterministic_sql_gives_identical_replicas(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster()
+    with cluster.client() as c:
+        c.execute(
+            "CREATE TABLE t (a, b, c, d TEXT DEFAULT CURRENT_TIMESTAMP, e)"
+        )
+        c.execute("CREATE TABLE audit (r, at)")
+        c.execute(
+            "CREATE TRIGGER t_audit AFTER INSERT ON t BEGIN "
+            "INSERT INTO audit VALUES (random(), datetime('now')); END"
+        )
+        for _ in range(5):
+            c.execute("INSERT INTO t (a, b, c, e) VALUES (random(), randomblob(4), "
+                      "datetime('now'), abs(random()) % 1000)")
+            time.sleep(0.01)
+    digests = wait_converged(cluster)
+    assert len({d["sha256"] for d in digests.values()}) == 1, digests
+    rows = {}
+    for i in sorted(cluster.ports):
+        with Client([cluster.address(i)]) as c:
+            rows[i] = (
+                c.query("SELECT * FROM t ORDER BY rowid", consistency="stale").rows,
+                c.query("SELECT * FROM audit ORDER BY rowid", consistency="stale").rows,
+            )
+    assert rows[1] == rows[2] == rows[3]
+    assert len({r[0] for r in rows[1][0]}) == 5, "random() should still be random"
+
+
+def test_follower_linearizable_read_sees_a_just_acknowledged_write(
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = make_cluster()
+    leader = cluster.wait_for_leader()
+    follower = next(i for i in sorted(cluster.ports) if i != leader)
+    with cluster.client() as w, Client([cluster.address(follower)]) as r:
+        w.execute("CREATE TABLE c (n INTEGER)")
+        w.execute("INSERT INTO c VALUES (0)")
+        for n in range(1, 30):
+            w.execute("UPDATE c SET n = ?", (n,))
+            assert r.query("SELECT n FROM c").rows == [(n,)]
+        assert r.status()["role"] == "follower"
+
+
+def test_kill_leader_under_load_loses_no_acknowledged_write(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(snapshot_every=300, snapshot_retain=50)
+    with cluster.client() as c:
+        c.execute("CREATE TABLE w (client INTEGER, n INTEGER)")
+    acked: dict[int, list[int]] = {k: [] for k in range(4)}
+    stop = threading.Event()
+
+    def writer(k: int) -> None:
+        with cluster.client(timeout=20) as c:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    c.execute("INSERT INTO w VALUES (?, ?)", (k, n))
+                    acked[k].append(n)
+                except errors.RequestTimeout:
+                    pass  # unknown outcome: may or may not be there, but never twice
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in acked]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    old_leader = cluster.wait_for_leader()
+    cluster.kill(old_leader)  # kill -9 mid-load
+    killed_at = time.monotonic()
+    new_leader = cluster.wait_for_leader()
+    assert new_leader != old_leader
+    time.sleep(2.0)  # keep writing; the log grows past the snapshot interval
+    with cluster.client() as c:
+        c.snapshot()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert sum(len(v) for v in acked.values()) > 50
+    cluster.start_node(old_leader)  # catches up (from a snapshot: its log was compacted)
+    digests = wait_converged(cluster, timeout=60)
+    assert len({d["sha256"] for d in digests.values()}) == 1, digests
+    for i in sorted(cluster.ports):
+        with Client([cluster.address(i)]) as c:
+            rows = c.query("SELECT client, n FROM w", consistency="stale").rows
+        assert len(rows) == len(set(rows)), f"node {i} applied some write twice"
+        have = set(rows)
+        for k, ns in acked.items():
+            missing = [n for n in ns if (k, n) not in have]
+            assert not missing, f"node {i} lost acknowledged writes of client {k}: {missing}"
+    with Client([cluster.address(old_leader)]) as c:
+        st = c.status()
+    assert st["counters"]["snapshots_installed"] >= 1, "it should have caught up from a snapshot"
+    assert time.monotonic() - killed_at < 120
