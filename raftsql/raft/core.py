@@ -631,8 +631,7 @@ class RaftCore:
                 self._release_reads()
             if pr.note_heartbeat_answer():
                 if pr.state is ProgressState.SNAPSHOT:
-                    pr.snap_sent = pr.snap_acked
-                    pr.snap_done_sent = False
+                    pr.rewind_snapshot(pr.snap_acked)
                 else:
                     pr.become_probe()
             if pr.match < self.log.last_index or pr.state is not ProgressState.REPLICATE:
@@ -673,10 +672,12 @@ class RaftCore:
         if not current or pr.snapshot is None or m.index != pr.snapshot.index:
             return
         if m.rejected:
-            pr.snap_acked = pr.snap_sent = m.next_offset
-            pr.snap_done_sent = False
-        else:
-            pr.snap_acked = max(pr.snap_acked, m.next_offset)
+            if m.next_offset == pr.snap_rewound_to:
+                return  # an echo of the window sent before we rewound: already handled
+            pr.rewind_snapshot(m.next_offset)
+        elif m.next_offset > pr.snap_acked:
+            pr.snap_acked = m.next_offset
+            pr.snap_rewound_to = -1
         self._needs_flush = True
 
     def _maybe_finish_transfer(self, peer: int, pr: Progress) -> None:

@@ -47,6 +47,10 @@ class Progress:
     snap_sent: int = 0
     snap_acked: int = 0
     snap_done_sent: bool = False
+    snap_rewound_to: int = -1
+    """Offset we last rewound to on a rejection. Every chunk of the window sent before the
+    rewind is rejected with that same offset: acting on each of those would resend the
+    whole window once per rejection, a storm that grows with every lost chunk."""
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE
@@ -69,8 +73,15 @@ class Progress:
         self.snap_sent = 0
         self.snap_acked = 0
         self.snap_done_sent = False
+        self.snap_rewound_to = -1
         self.inflight.clear()
         self.stalls = 0
+
+    def rewind_snapshot(self, offset: int) -> None:
+        """Resend the snapshot from ``offset`` (the follower's resume point)."""
+        self.snap_acked = self.snap_sent = offset
+        self.snap_done_sent = False
+        self.snap_rewound_to = offset
 
     def is_paused(self, max_inflight: int) -> bool:
         if self.state is ProgressState.PROBE:
