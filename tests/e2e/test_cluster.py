@@ -86,17 +86,17 @@ def test_a_retried_write_is_applied_once(make_cluster: MakeCluster) -> None:
 def test_nondeterministic_sql_gives_identical_replicas(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     with cluster.client() as c:
-        c.execute(
-            "CREATE TABLE t (a, b, c, d TEXT DEFAULT CURRENT_TIMESTAMP, e)"
-        )
+        c.execute("CREATE TABLE t (a, b, c, d TEXT DEFAULT CURRENT_TIMESTAMP, e)")
         c.execute("CREATE TABLE audit (r, at)")
         c.execute(
             "CREATE TRIGGER t_audit AFTER INSERT ON t BEGIN "
             "INSERT INTO audit VALUES (random(), datetime('now')); END"
         )
         for _ in range(5):
-            c.execute("INSERT INTO t (a, b, c, e) VALUES (random(), randomblob(4), "
-                      "datetime('now'), abs(random()) % 1000)")
+            c.execute(
+                "INSERT INTO t (a, b, c, e) VALUES (random(), randomblob(4), "
+                "datetime('now'), abs(random()) % 1000)"
+            )
             time.sleep(0.01)
     digests = wait_converged(cluster)
     assert len({d["sha256"] for d in digests.values()}) == 1, digests

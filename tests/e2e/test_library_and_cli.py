@@ -1,0 +1,104 @@
+"""raftsql as a library inside a trio program, and the command line around a cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from raftsql import errors
+from raftsql.cluster import free_ports
+from raftsql.server.config import NodeConfig
+from raftsql.server.node import Node, open_node
+from raftsql.sql.command import CommandResult
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def wait_leader(nodes: list[Node]) -> Node:
+    with trio.fail_after(20):
+        while True:
+            for n in nodes:
+                if n.status()["role"] == "leader" and n.core.commit >= 1:
+                    return n
+            await trio.sleep(0.02)
+
+
+async def test_three_nodes_inside_one_trio_program(tmp_path: Path) -> None:
+    ports = free_ports(3)
+    peers = {i + 1: ("127.0.0.1", p) for i, p in enumerate(ports)}
+    configs = [NodeConfig(id=i, peers=peers, data_dir=tmp_path / f"n{i}") for i in peers]
+    async with open_node(configs[0]) as a, open_node(configs[1]) as b, open_node(configs[2]) as c:
+        nodes = [a, b, c]
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        with pytest.raises(errors.NotLeaderError) as err:
+            await follower.write([("CREATE TABLE t (x)", ())])
+        assert err.value.leader_addr == f"127.0.0.1:{peers[leader.config.id][1]}"
+        await leader.write([("CREATE TABLE t (x)", ())])
+        encoded = await leader.write(
+            [("INSERT INTO t VALUES (?)", (1,)), ("INSERT INTO t VALUES (?)", (2,))],
+            atomic=True,
+            session=b"lib",
+            seq=1,
+        )
+        (first, second) = CommandResult.decode(encoded).unwrap()
+        assert first.rowcount == second.rowcount == 1
+        result = await follower.read("SELECT sum(x) FROM t")  # linearizable, on a follower
+        assert result.rows == [(3,)]
+        stale = await follower.read("SELECT count(*) FROM t", consistency="stale")
+        assert stale.rows[0][0] in (0, 2)
+
+
+async def test_a_single_node_restarts_with_its_data(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    config = NodeConfig(id=1, peers={1: ("127.0.0.1", port)}, data_dir=tmp_path / "solo")
+    async with open_node(config) as node:
+        await wait_leader([node])
+        await node.write([("CREATE TABLE t (x)", ()), ("INSERT INTO t VALUES (42)", ())])
+    async with open_node(config) as node:
+        await wait_leader([node])
+        assert (await node.read("SELECT x FROM t")).rows == [(42,)]
+
+
+def run_cli(*args: str, home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, RAFTSQL_HOME=str(home))
+    return subprocess.run(
+        [sys.executable, "-m", "raftsql", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_cluster_up_status_shell_down(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    up = run_cli("cluster", "up", "--dir", str(home), home=home)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "raftsql shell" in up.stdout
+        status = run_cli("status", "--dir", str(home), home=home)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.count("leader") >= 1 and status.stdout.count(" up") == 3
+        script = (
+            "CREATE TABLE t (x);\nINSERT INTO t\n  VALUES (1), (2);\nSELECT sum(x) AS s FROM t;\n"
+        )
+        shell = run_cli("shell", "--dir", str(home), home=home, stdin=script)
+        assert shell.returncode == 0, shell.stderr
+        assert "s" in shell.stdout and "3" in shell.stdout
+        bad = run_cli("shell", "--dir", str(home), "-c", "SELEC 1", home=home)
+        assert bad.returncode == 1 and "error" in bad.stderr
+        again = run_cli("shell", "--dir", str(home), "-c", "SELECT count(*) FROM t", home=home)
+        assert "2" in again.stdout  # data persists between shell sessions
+    finally:
+        down = run_cli("cluster", "down", "--dir", str(home), home=home)
+    assert down.returncode == 0
+    after = run_cli("status", "--dir", str(home), home=home)
+    assert after.returncode == 1 and "unreachable" in after.stdout
