@@ -24,7 +24,7 @@ from raftsql import errors
 from raftsql.net.errors import FrameTooLarge, ProtocolError
 from raftsql.net.framing import FrameReader, encode_frame
 from raftsql.server.node import Node
-from raftsql.sql.command import CommandResult, StatementResult
+from raftsql.sql.command import StatementResult
 from raftsql.sql.statements import classify
 
 log = logging.getLogger("raftsql.clients")
@@ -90,13 +90,14 @@ async def _dispatch(node: Node, req: Any) -> dict[str, Any]:
     op = req.get("op")
     if op == "write":
         stmts = _statements(req.get("stmts"))
-        encoded = await node.write(
+        outcome = await node.write(
             stmts,
             atomic=_opt(req, "atomic", bool, True),
             session=_session(req),
             seq=_opt(req, "seq", int, 0),
+            forwarded=req.get("forwarded") is True,
         )
-        return {"results": [result_to_wire(r) for r in CommandResult.decode(encoded).unwrap()]}
+        return {"results": [result_to_wire(r) for r in outcome.unwrap()]}
     if op == "read":
         sql = _required(req, "sql", str)
         result = await node.read(
@@ -110,10 +111,10 @@ async def _dispatch(node: Node, req: Any) -> dict[str, Any]:
         sql = _required(req, "sql", str)
         params = _params(req.get("params"))
         if classify(sql).is_write:
-            encoded = await node.write(
+            outcome = await node.write(
                 [(sql, params)], session=_session(req), seq=_opt(req, "seq", int, 0)
             )
-            (result,) = CommandResult.decode(encoded).unwrap()
+            (result,) = outcome.unwrap()
         else:
             consistency = _opt(req, "consistency", str, "linearizable")
             result = await node.read(sql, params, consistency=consistency)

@@ -35,8 +35,9 @@ from raftsql.net.framing import FrameReader, encode_frame
 from raftsql.raft import Config, NotLeader, ProposalDropped, RaftCore, Ready, Role
 from raftsql.raft.messages import EntryKind, InstallSnapshot, Message, SnapshotMeta
 from raftsql.server.config import NodeConfig, format_address
+from raftsql.server.forward import Forwarder
 from raftsql.server.peers import PeerLink
-from raftsql.sql.command import Statement, WriteCommand
+from raftsql.sql.command import CommandResult, Statement, StatementResult, WriteCommand
 from raftsql.sql.machine import StateMachine
 from raftsql.sql.statements import check_params, classify
 from raftsql.storage import open_storage, recover
@@ -91,6 +92,7 @@ class Node:
         self._snapshot_lock = trio.Lock()
         self._snapshotting = False
         self.listen_port: int | None = None
+        self._forwarder: Forwarder | None = None
         self.counters = {"writes": 0, "reads": 0, "snapshots_taken": 0, "snapshots_installed": 0}
 
     # === lifecycle ========================================================================
@@ -104,6 +106,7 @@ class Node:
             for link in self.links.values():
                 nursery.start_soon(link.run)
             nursery.start_soon(self._ticker)
+            self._forwarder = Forwarder(nursery, self.config.max_frame, self.config.request_timeout)
             nursery.start_soon(self._ready_loop)
             log.info("node %d serving on %s", self.config.id, format_address(self.config.address))
             task_status.started()
@@ -276,24 +279,37 @@ class Node:
     async def write(
         self,
         stmts: Sequence[tuple[str, Any]],
-        atomic: bool = False,
+        atomic: bool = True,
         session: bytes = b"",
         seq: int = 0,
-    ) -> bytes:
-        """Replicate a write request; returns the encoded CommandResult once applied here.
+        forwarded: bool = False,
+    ) -> CommandResult:
+        """Replicate a write request; returns its result once applied here.
 
-        Raises ``NotLeaderError`` on a follower (the client goes to the leader; the
-        session and seq make its retry safe).
+        On a follower the request is forwarded to the leader (same session and seq, so
+        retries stay exactly-once), unless it was forwarded already: then, or with no
+        leader known, ``NotLeaderError`` tells the client where to go.
         """
         if not stmts:
             raise errors.ParameterError("a write needs at least one statement")
         statements = []
         for sql, params in stmts:
-            c = classify(sql)
-            check_params(c, params)
-            statements.append(Statement(sql, params))
+            statements.append(Statement(sql, check_params(classify(sql), params)))
         if self.core.role is not Role.LEADER:
-            raise self._not_leader()
+            leader = self.leader_address()
+            if forwarded or leader is None or self._forwarder is None:
+                raise self._not_leader()
+            reply = await self._forwarder.call(
+                leader,
+                {
+                    "op": "write",
+                    "stmts": [[st.sql, st.params] for st in statements],
+                    "atomic": atomic,
+                    "session": session,
+                    "seq": seq,
+                },
+            )
+            return CommandResult(tuple(_result_from_wire(r) for r in reply["results"]))
         cmd = WriteCommand(
             session=session or os.urandom(16),
             seq=seq,
@@ -323,7 +339,7 @@ class Node:
             raise waiter.error
         self.counters["writes"] += 1
         assert waiter.result is not None
-        return waiter.result
+        return CommandResult.decode(waiter.result)
 
     async def read(
         self,
@@ -336,7 +352,7 @@ class Node:
         c = classify(sql)
         if c.is_write:
             raise errors.ParameterError("this statement writes: send it as a write")
-        check_params(c, params)
+        params = check_params(c, params)
         if consistency == "linearizable":
             await self._wait_read_index()
         elif consistency == "stale":
@@ -472,6 +488,16 @@ class Node:
                 return
             self.core.step(m)
             self._kick()
+
+
+def _result_from_wire(d: dict[str, Any]) -> StatementResult:
+    return StatementResult(
+        [tuple(row) for row in d.get("rows") or []],
+        list(d.get("columns") or []),
+        d.get("rowcount", -1),
+        d.get("lastrowid"),
+        bool(d.get("truncated")),
+    )
 
 
 @asynccontextmanager

@@ -83,6 +83,25 @@ def test_a_retried_write_is_applied_once(make_cluster: MakeCluster) -> None:
         assert c.query("SELECT count(*) FROM log").rows == [(1,)]
 
 
+def test_a_client_that_only_knows_a_follower_can_write(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster()
+    leader = cluster.wait_for_leader()
+    follower = next(i for i in sorted(cluster.ports) if i != leader)
+    with Client([cluster.address(follower)]) as c:
+        c.execute("CREATE TABLE f (x)")
+        request = {
+            "op": "write",
+            "stmts": [["INSERT INTO f VALUES (1)", []]],
+            "session": b"via-follower",
+            "seq": 7,
+        }
+        first = c._call(dict(request), to_leader=True)
+        again = c._call(dict(request), to_leader=True)  # retried through the follower
+        assert first["results"] == again["results"]
+        assert c.query("SELECT count(*) FROM f").rows == [(1,)]
+        assert c.status()["id"] == follower, "the client never had to leave the follower"
+
+
 def test_nondeterministic_sql_gives_identical_replicas(make_cluster: MakeCluster) -> None:
     cluster = make_cluster()
     with cluster.client() as c:

@@ -14,7 +14,6 @@ from raftsql import errors
 from raftsql.cluster import free_ports
 from raftsql.server.config import NodeConfig
 from raftsql.server.node import Node, open_node
-from raftsql.sql.command import CommandResult
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,16 +36,16 @@ async def test_three_nodes_inside_one_trio_program(tmp_path: Path) -> None:
         leader = await wait_leader(nodes)
         follower = next(n for n in nodes if n is not leader)
         with pytest.raises(errors.NotLeaderError) as err:
-            await follower.write([("CREATE TABLE t (x)", ())])
+            await follower.write([("CREATE TABLE t (x)", ())], forwarded=True)
         assert err.value.leader_addr == f"127.0.0.1:{peers[leader.config.id][1]}"
-        await leader.write([("CREATE TABLE t (x)", ())])
-        encoded = await leader.write(
+        await follower.write([("CREATE TABLE t (x)", ())])  # forwarded to the leader
+        outcome = await leader.write(
             [("INSERT INTO t VALUES (?)", (1,)), ("INSERT INTO t VALUES (?)", (2,))],
             atomic=True,
             session=b"lib",
             seq=1,
         )
-        (first, second) = CommandResult.decode(encoded).unwrap()
+        (first, second) = outcome.unwrap()
         assert first.rowcount == second.rowcount == 1
         result = await follower.read("SELECT sum(x) FROM t")  # linearizable, on a follower
         assert result.rows == [(3,)]
