@@ -148,9 +148,9 @@ class Node:
                 results = await trio.to_thread.run_sync(self._apply, rd)
             self._finish_writes(rd, results)
         for rs in rd.read_states:
-            self._read_index[rs.ctx] = rs.index
             event = self._reads.get(rs.ctx)
-            if event is not None:
+            if event is not None:  # else the read gave up waiting: forget its answer
+                self._read_index[rs.ctx] = rs.index
                 event.set()
         self.core.advance(rd)
         self._applied_changed.set()
