@@ -213,6 +213,11 @@ class RaftCore:
         Forgets the log up to ``index - retain`` (keeping a tail lets slightly lagging
         followers catch up from the log instead of a whole snapshot) and returns the
         snapshot's metadata for the caller to store beside it.
+
+        The caller must keep the *previous* snapshot's data readable until the next
+        ``compact``: a follower in the middle of receiving it goes on receiving it. (Had
+        every compaction restarted the streams in progress, a follower slower to receive
+        a snapshot than the leader is to take one would never catch up.)
         """
         if index > self.applied:
             raise ValueError(f"cannot snapshot at {index}: only {self.applied} applied")
@@ -224,14 +229,15 @@ class RaftCore:
                 f"no entry at {index} to snapshot (log starts after {self.log.offset})"
             )
         meta = SnapshotMeta(index, term, self.voters, size)
-        if index >= self.snapshot_meta.index:
+        if index > self.snapshot_meta.index:
+            kept = self.snapshot_meta
             self.snapshot_meta = meta
+            for pr in self.progress.values():
+                if pr.state is ProgressState.SNAPSHOT and pr.snapshot != kept:
+                    # streaming a snapshot two generations old: its data is gone
+                    pr.become_snapshot(meta)
+                    self._needs_flush = True
         self.log.compact(max(self.log.offset, index - retain))
-        for pr in self.progress.values():
-            if pr.state is ProgressState.SNAPSHOT:
-                # the snapshot being streamed is about to be replaced on disk: restart
-                pr.become_snapshot(self.snapshot_meta)
-                self._needs_flush = True
         return meta
 
     def step(self, m: Message) -> None:

@@ -358,6 +358,8 @@ class SimNode:
         self.hard_state = HardState()
         self.snap_meta = SnapshotMeta()
         self.snap_blob = b""
+        self.prev_snap_meta = SnapshotMeta()  # kept until the next snapshot, as the server's
+        self.prev_snap_blob = b""  # SnapshotStore keeps two: streams of it may still run
         self.log: list[Entry] = []
         # volatile
         self.alive = True
@@ -708,12 +710,16 @@ class Simulation:
 
     def _send(self, node: SimNode, m: Message) -> None:
         if isinstance(m, InstallSnapshot):
-            if m.meta != node.snap_meta:
+            if m.meta == node.snap_meta:
+                blob = node.snap_blob
+            elif m.meta == node.prev_snap_meta:
+                blob = node.prev_snap_blob  # the core may finish streaming the previous one
+            else:
                 raise ContractViolation(
-                    f"n{node.id} sends chunks of snapshot {m.meta}, its stored one is "
-                    f"{node.snap_meta}"
+                    f"n{node.id} sends chunks of snapshot {m.meta}, its stored ones are "
+                    f"{node.snap_meta} and {node.prev_snap_meta}"
                 )
-            m = dataclasses.replace(m, data=node.snap_blob[m.offset : m.offset + m.length])
+            m = dataclasses.replace(m, data=blob[m.offset : m.offset + m.length])
         elif isinstance(m, RequestVoteResponse) and m.granted and not m.pre:
             self.inv.vote_granted(m.frm, m.term, m.to)
         self.net.send(m, self.now)
@@ -733,6 +739,7 @@ class Simulation:
         blob = node.staged_blob(meta)
         items = list(decode_blob(blob))
         self.inv.snapshot_contents(node.id, meta, items)
+        node.prev_snap_meta, node.prev_snap_blob = node.snap_meta, node.snap_blob
         node.snap_meta, node.snap_blob, node.log = meta, blob, []
         node.sm = {index: (term, data) for index, term, data in items}
         node.sm_bytes = bytearray(blob)
@@ -898,6 +905,7 @@ class Simulation:
                 f"with term {seen[0]}",
             )
         del node.log[: meta.index - node.snap_meta.index]
+        node.prev_snap_meta, node.prev_snap_blob = node.snap_meta, node.snap_blob
         node.snap_meta, node.snap_blob = meta, blob
         self.stats.snapshots_taken += 1
         self.trace.note(self.now, f"n{node.id} snapshot at {meta.index}/{meta.term} keep {retain}")

@@ -56,6 +56,8 @@ class Disk:
         self.entries: list[Entry] = []
         self.snapshot = SnapshotMeta()
         self.blob = b""
+        self.previous: tuple[SnapshotMeta, bytes] = (SnapshotMeta(), b"")
+        """The snapshot before the latest: kept, as the core's contract asks."""
         self.staging: dict[SnapshotMeta, bytearray] = {}
 
     def append(self, entries: list[Entry]) -> None:
@@ -96,6 +98,7 @@ class Node:
                     self.disk.staging[c.meta] = bytearray()
                 self.disk.staging[c.meta][c.offset : c.offset + len(c.data)] = c.data
             if rd.snapshot is not None:
+                self.disk.previous = (self.disk.snapshot, self.disk.blob)
                 self.disk.blob = bytes(self.disk.staging.pop(rd.snapshot))
                 self.disk.snapshot = rd.snapshot
                 self.disk.entries = []
@@ -113,12 +116,15 @@ class Node:
 
     def _hydrate(self, m: Message) -> Message:
         if isinstance(m, InstallSnapshot):
-            return dataclasses.replace(m, data=self.disk.blob[m.offset : m.offset + m.length])
+            d = self.disk
+            blob = d.blob if m.meta == d.snapshot else dict([d.previous])[m.meta]
+            return dataclasses.replace(m, data=blob[m.offset : m.offset + m.length])
         return m
 
     def take_snapshot(self, retain: int = 0) -> SnapshotMeta:
         blob = _encode_blob(self.applied_data)
         meta = self.core.compact(self.core.applied, len(blob), retain)
+        self.disk.previous = (self.disk.snapshot, self.disk.blob)
         self.disk.snapshot, self.disk.blob = meta, blob
         self.disk.entries = [e for e in self.disk.entries if e.index > meta.index - retain]
         self.disk.entries = [e for e in self.disk.entries if e.index > self.core.log.offset]

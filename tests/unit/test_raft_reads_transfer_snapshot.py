@@ -159,6 +159,33 @@ def test_snapshot_transfer_resumes_after_a_lost_chunk() -> None:
     assert len(chunks) <= 2 * (size // 64 + 1), f"{len(chunks)} chunks for {size} bytes"
 
 
+def test_a_snapshot_stream_survives_one_compaction_and_restarts_after_two() -> None:
+    c = _cluster_with_lagging_follower(chunk=16, max_inflight=1)
+    first = c.core(1).snapshot_meta
+
+    def stream_a_little() -> set[int]:
+        c.trace.clear()
+        for _ in range(3):
+            for i in (1, 2, 3):
+                c.tick(i)
+            c.deliver(limit=6)
+        return {int(t.split("snap=")[1].split("/")[0]) for t in c.trace if "InstallSnapshot " in t}
+
+    assert stream_a_little() == {first.index}
+    c.propose(1, b"more")
+    c.deliver(keep=lambda m: m.to != 3 and m.frm != 3)
+    c.nodes[1].take_snapshot()  # the stream in progress goes on with the first snapshot
+    assert c.core(1).snapshot_meta.index > first.index
+    assert stream_a_little() == {first.index}
+    c.propose(1, b"even more")
+    c.deliver(keep=lambda m: m.to != 3 and m.frm != 3)
+    c.nodes[1].take_snapshot()  # now the first one is gone: start over with the newest
+    newest = c.core(1).snapshot_meta
+    assert stream_a_little() == {newest.index}
+    c.tick_all(40)
+    assert c.nodes[3].applied_data == c.nodes[1].applied_data
+
+
 def test_restart_from_snapshot_and_log() -> None:
     c = _cluster_with_lagging_follower(chunk=1 << 20)
     c.tick_all(3)
