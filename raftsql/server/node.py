@@ -93,6 +93,7 @@ class Node:
         self._snapshotting = False
         self.listen_port: int | None = None
         self._forwarder: Forwarder | None = None
+        self._nursery: trio.Nursery | None = None
         self.counters = {"writes": 0, "reads": 0, "snapshots_taken": 0, "snapshots_installed": 0}
 
     # === lifecycle ========================================================================
@@ -106,6 +107,7 @@ class Node:
             for link in self.links.values():
                 nursery.start_soon(link.run)
             nursery.start_soon(self._ticker)
+            self._nursery = nursery
             self._forwarder = Forwarder(nursery, self.config.max_frame, self.config.request_timeout)
             nursery.start_soon(self._ready_loop)
             log.info("node %d serving on %s", self.config.id, format_address(self.config.address))
@@ -124,6 +126,10 @@ class Node:
         while True:
             deadline += period
             await trio.sleep_until(deadline)
+            if trio.current_time() - deadline > period:
+                # we were paused (CPU starved, stopped): do not replay the lost ticks in a
+                # burst, which would time out elections that the paused peers never missed
+                deadline = trio.current_time()
             self.core.tick()
             self._kick()
 
@@ -222,7 +228,8 @@ class Node:
         ):
             return
         self._snapshotting = True
-        trio.lowlevel.spawn_system_task(self._take_snapshot)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._take_snapshot)
 
     async def _take_snapshot(self) -> None:
         try:
