@@ -1,4 +1,4 @@
-"""`raftsql node | cluster up|down|status | status | shell`."""
+"""`raftsql node | cluster up|down|status | status | shell | tui`."""
 
 from __future__ import annotations
 
@@ -120,6 +120,21 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return run_shell(args.hosts, Path(args.dir), command=args.command)
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    if args.hosts:
+        hosts = args.hosts
+    else:
+        cluster = _cluster(args)
+        cluster._load()
+        if not cluster.ports:
+            print(f"no local cluster in {cluster.directory}: start one with `raftsql cluster up`")
+            return 1
+        hosts = ",".join(cluster.addresses())
+    from tui.app import run  # lazily: Textual is slow to import and only this command needs it
+
+    return run(hosts, interval=args.interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raftsql", description="A replicated SQL database.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -151,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     shell.add_argument("-c", "--command", help="run this SQL and exit")
     shell.add_argument("--dir", default=str(DEFAULT_DIR))
     shell.set_defaults(func=cmd_shell)
+
+    tui = sub.add_parser("tui", help="a live cluster-health screen (default: the local cluster)")
+    tui.add_argument("hosts", nargs="?", help="h1:p1,h2:p2 (default: the local cluster)")
+    tui.add_argument("--dir", default=str(DEFAULT_DIR))
+    tui.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    tui.set_defaults(func=cmd_tui)
     return p
 
 

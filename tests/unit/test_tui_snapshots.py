@@ -1,0 +1,81 @@
+"""Screenshots of the TUI from scripted polls (pytest-textual-snapshot).
+
+Everything on screen comes from the FakeSource: fixed timestamps, uptimes and counters,
+and a clock that prints UTC, so the pictures do not depend on the machine or time zone.
+Regenerate after an intended change with ``pytest tests/unit/test_tui_snapshots.py
+--snapshot-update`` and review the SVGs in the report.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from textual.pilot import Pilot
+
+from tui.app import ClusterApp
+from tui.source import FakeSource, fake_poll
+from tui.source import fake_status as fs
+
+pytestmark = pytest.mark.timeout(60)
+
+SIZE = (130, 34)
+
+
+def utc(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(at))
+
+
+def degraded_app() -> ClusterApp:
+    """Three polls: healthy, then node 3 down while node 2 lags behind."""
+    t0 = 1_700_000_000.0
+    script = [
+        fake_poll(t0, [fs(1, writes=100, reads=40), fs(2), fs(3)]),
+        fake_poll(
+            t0 + 1,
+            [fs(1, writes=130, reads=90, commit=150), fs(2, commit=150), fs(3, commit=150)],
+        ),
+        fake_poll(
+            t0 + 2,
+            [
+                fs(1, writes=180, reads=120, commit=400, match={2: 250}, snapshot_index=300),
+                fs(2, commit=250),
+                None,
+            ],
+        ),
+    ]
+    return ClusterApp(FakeSource(script), interval=0.01, clock=utc)
+
+
+async def settle(pilot: Pilot[None]) -> None:
+    """Wait (bounded) until the app drew every scripted poll."""
+    app = pilot.app
+    assert isinstance(app, ClusterApp)
+    for _ in range(200):
+        if app.polls >= len(app.source.script):  # type: ignore[attr-defined]
+            break
+        await pilot.pause(0.02)
+    assert app.polls == 3
+    await pilot.pause()
+
+
+def test_main_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(degraded_app(), terminal_size=SIZE, run_before=settle)
+
+
+def test_help_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    async def open_help(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(degraded_app(), terminal_size=SIZE, run_before=open_help)
+
+
+def test_confirm_transfer_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    async def ask(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("down", "t")
+        await pilot.pause()
+
+    assert snap_compare(degraded_app(), terminal_size=SIZE, run_before=ask)
