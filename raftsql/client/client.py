@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftsql import errors
+from raftsql.net.errors import FrameTooLarge
 from raftsql.net.errors import ProtocolError as WireProtocolError
 from raftsql.net.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 
@@ -32,6 +33,8 @@ class Result:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     rowcount: int = -1
     lastrowid: int | None = None
+    truncated: bool = False
+    """The node stopped at its row limit: more rows matched than came back."""
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Result:
@@ -40,6 +43,7 @@ class Result:
             rows=[tuple(r) for r in d.get("rows") or []],
             rowcount=d.get("rowcount", -1),
             lastrowid=d.get("lastrowid"),
+            truncated=bool(d.get("truncated")),
         )
 
 
@@ -135,13 +139,30 @@ class Client:
 
     def write(self, stmts: Sequence[tuple[str, Any]], atomic: bool = True) -> list[Result]:
         """Replicate statements as one request: all-or-nothing when ``atomic``."""
+        return self.write_with_seq(self.next_seq(), stmts, atomic)
+
+    def next_seq(self) -> int:
+        """Take the next sequence number of this session, for :meth:`write_with_seq`."""
         self._seq += 1
+        return self._seq
+
+    def write_with_seq(
+        self, seq: int, stmts: Sequence[tuple[str, Any]], atomic: bool = True
+    ) -> list[Result]:
+        """Like :meth:`write`, but as request ``seq`` of this session (from next_seq()).
+
+        Why: write() numbers every call afresh, so calling it again after a RequestTimeout
+        (outcome unknown) could apply the statements twice. Sending the same statements
+        again under the same seq gets the first outcome instead: applied at most once.
+        Valid while no later seq of this session has been applied (the cluster keeps the
+        last result per session). The DB-API driver retries a timed-out commit() this way.
+        """
         request = {
             "op": "write",
             "stmts": [[sql, _wire_params(params)] for sql, params in stmts],
             "atomic": atomic,
             "session": self.session,
-            "seq": self._seq,
+            "seq": seq,
         }
         reply = self._call(request, to_leader=True)
         return [Result.from_wire(r) for r in reply["results"]]
@@ -205,6 +226,8 @@ class Client:
                 conn = self._connect(to_leader, remaining)
                 request["id"] = next(self._ids)
                 reply = conn.call(request, deadline - time.monotonic())
+            except FrameTooLarge as exc:
+                raise errors.ParameterError(f"the request is too large to send: {exc}") from exc
             except (OSError, WireProtocolError) as exc:
                 last_error = exc
                 self._drop_connection()
