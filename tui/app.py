@@ -26,9 +26,15 @@ from tui.model import (
     Event,
     Row,
     build_view,
+    format_contact,
     format_uptime,
+    latency_p99,
 )
 from tui.source import Source
+
+CONTACT_WARN_SECONDS = 1.0
+"""A follower not heard from for this long is shown in yellow: heartbeats go out every
+50 ms by default, so a second of silence means a stalled disk, process or link."""
 
 COLUMNS = (
     ("id", "id"),
@@ -38,6 +44,7 @@ COLUMNS = (
     ("commit", "commit"),
     ("applied", "applied"),
     ("lag", "lag"),
+    ("contact", "ack"),
     ("log", "log"),
     ("snap", "snapshot"),
     ("state", "state"),
@@ -54,6 +61,7 @@ HELP = """\
 
 [b]Columns[/b]
   lag          leader's last index - the follower's match index
+  ack          seconds since the leader last heard from the follower (yellow over 1 s)
   log          first..last index of the node's log (older ones: in the snapshot)
   snapshot     index of the node's latest snapshot
 
@@ -193,8 +201,13 @@ class ClusterApp(App[None]):
             self._reads.append(view.rates.reads)
             self.query_one("#writes", Sparkline).data = list(self._writes)
             self.query_one("#reads", Sparkline).data = list(self._reads)
-            self.query_one("#writes-label", Label).update(f"writes/s {view.rates.writes:8.1f}")
-            self.query_one("#reads-label", Label).update(f"reads/s {view.rates.reads:8.1f}")
+            w99, r99 = latency_p99(view.poll, "write"), latency_p99(view.poll, "read")
+            self.query_one("#writes-label", Label).update(
+                f"writes/s {view.rates.writes:8.1f}" + (f"  p99 {w99:.1f}ms" if w99 else "")
+            )
+            self.query_one("#reads-label", Label).update(
+                f"reads/s {view.rates.reads:8.1f}" + (f"  p99 {r99:.1f}ms" if r99 else "")
+            )
         for event in view.events:
             self._log(event)
         self.polls += 1
@@ -227,6 +240,10 @@ class ClusterApp(App[None]):
             Text(num(row.commit)),
             Text(num(row.applied)),
             lag,
+            Text(
+                format_contact(row.contact),
+                style="bold yellow" if (row.contact or 0.0) > CONTACT_WARN_SECONDS else "",
+            ),
             Text(row.log_range),
             Text(num(row.snapshot_index)),
             state,

@@ -61,6 +61,9 @@ class Row:
     last_index: int | None = None
     snapshot_index: int | None = None
     uptime: float | None = None
+    contact: float | None = None
+    """Seconds since the leader last heard from this follower (its last ack), or, without
+    the leader's view, since this node last heard from its leader."""
     error: str | None = None
     is_leader: bool = False
     lagging: bool = False
@@ -177,6 +180,7 @@ def compute_rows(poll: Poll, lag_threshold: int = LAG_THRESHOLD) -> list[Row]:
             lag = max(0, int(leader_status["commit"]) - int(st["applied"]))
         else:
             lag = max(0, int(st["commit"]) - int(st["applied"]))
+        contact = prog.get("last_ack") if prog is not None else st.get("last_contact")
         rows.append(
             Row(
                 address=node.address,
@@ -191,6 +195,7 @@ def compute_rows(poll: Poll, lag_threshold: int = LAG_THRESHOLD) -> list[Row]:
                 last_index=int(st["last_index"]),
                 snapshot_index=int(st["snapshot_index"]),
                 uptime=float(st.get("uptime", 0.0)),
+                contact=None if is_leader or contact is None else float(contact),
                 is_leader=is_leader,
                 lagging=lag > lag_threshold,
             )
@@ -348,6 +353,22 @@ def build_view(
     events = diff_events(prev, poll, rows, verdict)
     rates = compute_rates(prev.poll if prev else None, poll)
     return ClusterView(poll, rows, verdict, leader, events, rates)
+
+
+def latency_p99(poll: Poll, kind: str) -> float | None:
+    """The worst p99 latency (ms) of ``kind`` ("write" or "read") that any node reports over
+    its recent requests, or None when no node served any."""
+    worst: float | None = None
+    for node in poll.nodes:
+        stats = ((node.status or {}).get("latency_ms") or {}).get(kind) or {}
+        if stats.get("n"):
+            worst = max(worst or 0.0, float(stats["p99"]))
+    return worst
+
+
+def format_contact(seconds: float | None) -> str:
+    """``0.12s`` since the last ack/contact; ``-`` for the leader or when unknown."""
+    return "-" if seconds is None else f"{seconds:.2f}s"
 
 
 def format_uptime(seconds: float | None) -> str:

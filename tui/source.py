@@ -168,6 +168,7 @@ def fake_status(
                 "lag": last - m,
                 "active": True,
                 "connected": True,
+                "last_ack": 0.05,
             }
     return {
         "id": node_id,
@@ -185,6 +186,11 @@ def fake_status(
         "peers": peers,
         "progress": progress,
         "uptime": uptime,
+        "last_contact": 0.0 if is_leader else 0.04,
+        "latency_ms": {
+            "write": {"n": writes, "p50": 2.5, "p99": 9.5} if writes else {"n": 0},
+            "read": {"n": reads, "p50": 0.8, "p99": 3.0} if reads else {"n": 0},
+        },
         "counters": {
             "writes": writes,
             "reads": reads,

@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -95,6 +96,13 @@ class Node:
         self._forwarder: Forwarder | None = None
         self._nursery: trio.Nursery | None = None
         self.counters = {"writes": 0, "reads": 0, "snapshots_taken": 0, "snapshots_installed": 0}
+        self._last_heard: dict[int, float] = {}
+        """When each peer last sent us anything (monotonic): the leader's 'last ack' of a
+        follower, a follower's 'last contact' with its leader."""
+        self._latency: dict[str, deque[float]] = {
+            "write": deque(maxlen=1000),
+            "read": deque(maxlen=1000),
+        }
 
     # === lifecycle ========================================================================
 
@@ -331,6 +339,7 @@ class Node:
             raise self._not_leader() from None
         except ProposalDropped as exc:
             raise errors.UnavailableError(str(exc)) from None
+        started = time.monotonic()
         waiter = _WriteWaiter(self.core.term)
         self._writes[index] = waiter
         self._kick()
@@ -345,6 +354,7 @@ class Node:
         if waiter.error is not None:
             raise waiter.error
         self.counters["writes"] += 1
+        self._latency["write"].append(time.monotonic() - started)
         assert waiter.result is not None
         return CommandResult.decode(waiter.result)
 
@@ -356,6 +366,7 @@ class Node:
         max_lag: int | None = None,
     ) -> Any:
         """Run a read-only query: linearizable (ReadIndex, on any node) or stale (local)."""
+        started = time.monotonic()
         c = classify(sql)
         if c.is_write:
             raise errors.ParameterError("this statement writes: send it as a write")
@@ -377,6 +388,7 @@ class Node:
                 self.machine.query, sql, params, self.config.max_read_rows
             )
         self.counters["reads"] += 1
+        self._latency["read"].append(time.monotonic() - started)
         return result
 
     async def _wait_read_index(self) -> None:
@@ -429,6 +441,7 @@ class Node:
                         "lag": core.last_index - pr.match,
                         "active": pr.recent_active,
                         "connected": self.links[pid].connected,
+                        "last_ack": self._since(pid),
                     }
         return {
             "id": core.id,
@@ -446,8 +459,15 @@ class Node:
             "peers": {str(k): format_address(v) for k, v in self.config.peers.items()},
             "progress": progress,
             "uptime": time.monotonic() - self.started,
+            "last_contact": 0.0 if core.role is Role.LEADER else self._since(core.leader_id),
+            "latency_ms": {kind: _percentiles(v) for kind, v in self._latency.items()},
             "counters": dict(self.counters),
         }
+
+    def _since(self, peer: int | None) -> float | None:
+        """Seconds since ``peer`` last sent this node anything (None: never, or no peer)."""
+        heard = self._last_heard.get(peer) if peer is not None else None
+        return None if heard is None else time.monotonic() - heard
 
     def transfer_leader(self, target: int) -> None:
         try:
@@ -493,8 +513,21 @@ class Node:
                     "node %d: peer %s sent a message for someone else", self.config.id, peer_id
                 )
                 return
+            self._last_heard[m.frm] = time.monotonic()
             self.core.step(m)
             self._kick()
+
+
+def _percentiles(samples: deque[float]) -> dict[str, float | int]:
+    """p50/p99 in milliseconds of the last requests this node served (for status/tui)."""
+    if not samples:
+        return {"n": 0}
+    ordered = sorted(samples)
+
+    def ms(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+    return {"n": len(ordered), "p50": ms(0.50), "p99": ms(0.99)}
 
 
 def _result_from_wire(d: dict[str, Any]) -> StatementResult:

@@ -45,6 +45,14 @@ def test_write_then_read_on_every_node(make_cluster: MakeCluster) -> None:
     for i in sorted(cluster.ports):
         with Client([cluster.address(i)]) as c:
             assert c.query("SELECT k, v FROM kv ORDER BY k").rows == [("a", 1), ("b", 2)]
+    # the status API says how fresh each follower is and how fast requests were served
+    with Client([cluster.address(cluster.wait_for_leader())]) as c:
+        st = c.status()
+    assert st["latency_ms"]["write"]["n"] >= 3 and st["latency_ms"]["write"]["p99"] > 0
+    assert all(0 <= pr["last_ack"] < 2.0 for pr in st["progress"].values())
+    follower = next(i for i in sorted(cluster.ports) if i != st["id"])
+    with Client([cluster.address(follower)]) as c:
+        assert 0 <= c.status()["last_contact"] < 2.0
 
 
 def test_bad_input_gets_an_error_and_the_node_keeps_serving(make_cluster: MakeCluster) -> None:

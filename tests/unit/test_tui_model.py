@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from tui.model import DEGRADED, HEALTHY, UNAVAILABLE, build_view, compute_rates, format_uptime
+from tui.model import (
+    DEGRADED,
+    HEALTHY,
+    LAG_THRESHOLD,
+    UNAVAILABLE,
+    build_view,
+    compute_rates,
+    compute_rows,
+    format_uptime,
+    latency_p99,
+)
 from tui.source import fake_poll
 from tui.source import fake_status as fs
 
@@ -131,3 +141,17 @@ def test_format_uptime() -> None:
     assert format_uptime(303) == "5m03s"
     assert format_uptime(3723) == "1h02m"
     assert format_uptime(3 * 86400 + 7200) == "3d02h"
+
+
+def test_ack_times_come_from_the_leader_and_latency_from_the_worst_node() -> None:
+    statuses = [fs(i, writes=10, reads=5) for i in (1, 2, 3)]
+    statuses[0]["progress"]["3"]["last_ack"] = 2.5  # the leader has not heard from 3
+    statuses[1]["latency_ms"]["read"] = {"n": 5, "p50": 1.0, "p99": 42.0}
+    poll = fake_poll(0.0, statuses)
+    rows = {r.node_id: r for r in compute_rows(poll, LAG_THRESHOLD)}
+    assert rows[1].contact is None  # the leader itself
+    assert rows[2].contact == 0.05 and rows[3].contact == 2.5
+    assert latency_p99(poll, "write") == 9.5
+    assert latency_p99(poll, "read") == 42.0
+    down = fake_poll(0.0, [None, None, None])
+    assert latency_p99(down, "write") is None
