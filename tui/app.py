@@ -149,6 +149,8 @@ class ClusterApp(App[None]):
         self.polls = 0  # how many polls were drawn: tests wait on it
         self._writes: deque[float] = deque([0.0] * 60, maxlen=60)
         self._reads: deque[float] = deque([0.0] * 60, maxlen=60)
+        self._write_p99: deque[float] = deque([0.0] * 60, maxlen=60)
+        self._read_p99: deque[float] = deque([0.0] * 60, maxlen=60)
 
     # === layout ===========================================================================
 
@@ -161,6 +163,11 @@ class ClusterApp(App[None]):
             yield Sparkline(list(self._writes), id="writes")
             yield Label("reads/s      0.0", id="reads-label")
             yield Sparkline(list(self._reads), id="reads")
+        with Horizontal(id="latency", classes="rates"):
+            yield Label("write p99     -", id="write-p99-label")
+            yield Sparkline(list(self._write_p99), id="write-p99")
+            yield Label("read p99      -", id="read-p99-label")
+            yield Sparkline(list(self._read_p99), id="read-p99")
         yield RichLog(id="events", markup=False, wrap=True, max_lines=500)
         yield Footer()
 
@@ -201,13 +208,14 @@ class ClusterApp(App[None]):
             self._reads.append(view.rates.reads)
             self.query_one("#writes", Sparkline).data = list(self._writes)
             self.query_one("#reads", Sparkline).data = list(self._reads)
-            w99, r99 = latency_p99(view.poll, "write"), latency_p99(view.poll, "read")
-            self.query_one("#writes-label", Label).update(
-                f"writes/s {view.rates.writes:8.1f}" + (f"  p99 {w99:.1f}ms" if w99 else "")
-            )
-            self.query_one("#reads-label", Label).update(
-                f"reads/s {view.rates.reads:8.1f}" + (f"  p99 {r99:.1f}ms" if r99 else "")
-            )
+            self.query_one("#writes-label", Label).update(f"writes/s {view.rates.writes:8.1f}")
+            self.query_one("#reads-label", Label).update(f"reads/s {view.rates.reads:8.1f}")
+        for kind, history in (("write", self._write_p99), ("read", self._read_p99)):
+            p99 = latency_p99(view.poll, kind)
+            history.append(p99 or 0.0)
+            self.query_one(f"#{kind}-p99", Sparkline).data = list(history)
+            text = "-" if p99 is None else f"{p99:.1f}ms"
+            self.query_one(f"#{kind}-p99-label", Label).update(f"{kind} p99 {text:>8}")
         for event in view.events:
             self._log(event)
         self.polls += 1
