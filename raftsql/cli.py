@@ -117,7 +117,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     from raftsql.shell import run_shell
 
-    return run_shell(args.hosts, Path(args.dir), command=args.command)
+    history = Path(args.history).expanduser() if args.history else None
+    return run_shell(
+        args.hosts,
+        Path(args.dir),
+        command=args.command,
+        history=history,
+        mode=args.mode,
+        timeout=args.timeout,
+    )
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -163,8 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     shell = sub.add_parser("shell", help="an SQL shell (default: the local cluster)")
     shell.add_argument("hosts", nargs="?", help="h1:p1,h2:p2 (default: the local cluster)")
-    shell.add_argument("-c", "--command", help="run this SQL and exit")
+    shell.add_argument("-c", "--command", help="run this SQL (or dot-command) and exit")
     shell.add_argument("--dir", default=str(DEFAULT_DIR))
+    shell.add_argument(
+        "--mode",
+        choices=["table", "csv", "json", "line"],
+        default="table",
+        help="output mode (as .mode; csv and json suit scripts)",
+    )
+    shell.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds a statement may take, retries through leader changes included",
+    )
+    shell.add_argument(
+        "--history",
+        help="history file (default: $RAFTSQL_HISTORY, else `history` in the cluster "
+        "directory, or in $RAFTSQL_HOME or ~/.raftsql for other clusters)",
+    )
     shell.set_defaults(func=cmd_shell)
 
     tui = sub.add_parser("tui", help="a live cluster-health screen (default: the local cluster)")
