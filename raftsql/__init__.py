@@ -10,67 +10,9 @@ public names are re-exported here so that ``raftsql`` itself carries ``apilevel`
 ``threadsafety``, ``paramstyle``, ``connect``, the exceptions and the type constructors.
 """
 
-from raftsql.dbapi import (
-    BINARY,
-    DATETIME,
-    NUMBER,
-    ROWID,
-    STRING,
-    Binary,
-    Connection,
-    Cursor,
-    DatabaseError,
-    DataError,
-    Date,
-    DateFromTicks,
-    Error,
-    IntegrityError,
-    InterfaceError,
-    InternalError,
-    NotSupportedError,
-    OperationalError,
-    ProgrammingError,
-    Time,
-    TimeFromTicks,
-    Timestamp,
-    TimestampFromTicks,
-    Warning,
-    apilevel,
-    connect,
-    paramstyle,
-    threadsafety,
-)
+from raftsql.dbapi import *  # noqa: F403  (the PEP 249 names, listed in dbapi.__all__)
+from raftsql.dbapi import __all__ as _dbapi_names
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BINARY",
-    "DATETIME",
-    "NUMBER",
-    "ROWID",
-    "STRING",
-    "Binary",
-    "Connection",
-    "Cursor",
-    "DataError",
-    "DatabaseError",
-    "Date",
-    "DateFromTicks",
-    "Error",
-    "IntegrityError",
-    "InterfaceError",
-    "InternalError",
-    "NotSupportedError",
-    "OperationalError",
-    "ProgrammingError",
-    "Time",
-    "TimeFromTicks",
-    "Timestamp",
-    "TimestampFromTicks",
-    "Warning",
-    "__version__",
-    "apilevel",
-    "connect",
-    "paramstyle",
-    "threadsafety",
-]
+__all__ = [*_dbapi_names, "__version__"]
