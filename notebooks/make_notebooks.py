@@ -141,6 +141,45 @@ summary = pd.read_sql(
 assert len(summary) == len(climate)
 summary
 """),
+    md("""
+## Rich results: `conn.query(...)`
+
+`conn.query(sql, params)` returns a `raftsql.ResultSet`: it renders as an HTML table
+(column types in the header, at most 50 rows shown) and `.df()` turns it into a pandas
+DataFrame.
+"""),
+    code("""
+big = conn.query("SELECT name, country, population FROM cities WHERE population > ?", (1_000_000,))
+assert len(big) == 4 and big.columns == ["name", "country", "population"]
+big
+"""),
+    code("""
+big_df = big.df()
+assert big_df["population"].sum() == 30_600_000
+big_df.sort_values("population", ascending=False)
+"""),
+    md("""
+## SQL cells with JupySQL
+
+[JupySQL](https://jupysql.ploomber.io) works with the SQLAlchemy dialect: connect with a
+URL (`%sql raftsql:///?hosts=h1:p1,h2:p2`) or an existing engine (`%sql engine`).
+"""),
+    code("""
+import os
+
+os.environ.setdefault("PLOOMBER_STATS_ENABLED", "false")  # no JupySQL telemetry
+%load_ext sql
+%sql engine
+"""),
+    code("""
+%sql SELECT city, count(*) AS readings FROM temperatures GROUP BY city ORDER BY city
+"""),
+    code("""
+hot = %sql SELECT city, count(*) AS n FROM temperatures WHERE temperature > 20 GROUP BY city
+hot_df = hot.DataFrame()
+assert set(hot_df["city"]) <= set(climate) and hot_df["n"].sum() > 0
+hot_df
+"""),
     md("## Plot"),
     code("""
 %matplotlib inline

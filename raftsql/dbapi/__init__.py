@@ -95,6 +95,7 @@ from __future__ import annotations
 from raftsql.dbapi.connect import connect
 from raftsql.dbapi.connection import Connection
 from raftsql.dbapi.cursor import Cursor
+from raftsql.dbapi.display import ResultSet
 from raftsql.dbapi.exceptions import (
     DatabaseError,
     DataError,
@@ -146,6 +147,7 @@ __all__ = [
     "NotSupportedError",
     "OperationalError",
     "ProgrammingError",
+    "ResultSet",
     "Time",
     "TimeFromTicks",
     "Timestamp",

@@ -17,6 +17,7 @@ from raftsql import errors
 from raftsql.client.client import Client, Result
 from raftsql.dbapi import exceptions
 from raftsql.dbapi.cursor import Cursor
+from raftsql.dbapi.display import ResultSet
 from raftsql.dbapi.exceptions import OperationalError, ProgrammingError, from_raftsql
 from raftsql.dbapi.types import WireParams
 
@@ -201,6 +202,18 @@ class Connection:
 
     def executemany(self, operation: str, seq_of_parameters: Iterable[Any]) -> Cursor:
         return self.cursor().executemany(operation, seq_of_parameters)
+
+    def query(self, sql: str, params: Any = (), consistency: str | None = None) -> ResultSet:
+        """Run ``sql`` and return its rows as a :class:`ResultSet` (an HTML table in a
+        notebook; ``.df()`` for pandas). A statement without a result set gives an empty
+        ResultSet. The usual transaction rules apply (see ``execute``)."""
+        cur = self.execute(sql, params, consistency=consistency)
+        try:
+            if cur.description is None:
+                return ResultSet([], [])
+            return ResultSet([d[0] for d in cur.description], cur.fetchall())
+        finally:
+            cur.close()
 
     # === for Cursor ======================================================================
 
