@@ -14,8 +14,8 @@ the node keep serving. Ops:
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 from typing import Any
 
 import trio
@@ -23,8 +23,9 @@ import trio
 from raftsql import errors
 from raftsql.net.errors import FrameTooLarge, ProtocolError
 from raftsql.net.framing import FrameReader, encode_frame
-from raftsql.server.node import Node
-from raftsql.sql.command import StatementResult
+from raftsql.raft import Role
+from raftsql.server.node import Node, WriteWaiter
+from raftsql.sql.command import CommandResult, StatementResult
 from raftsql.sql.statements import classify
 
 log = logging.getLogger("raftsql.clients")
@@ -40,19 +41,72 @@ def result_to_wire(r: StatementResult) -> dict[str, Any]:
     }
 
 
-async def serve_client(node: Node, stream: trio.SocketStream, reader: FrameReader) -> None:
-    send_lock = trio.Lock()
+class _Replies:
+    """Sends answers on one connection, in the order they are ready.
 
-    async def reply(message: dict[str, Any]) -> None:
+    An answer is first written straight to the (non-blocking) socket: almost always the
+    kernel takes it whole, and the answer costs one ``send`` and no task switch (trio's
+    ``send_all`` costs several times that in Python). Only what the kernel did not take
+    is queued, and one flusher task waits for the socket to drain it, in order.
+    """
+
+    def __init__(self, stream: trio.SocketStream, nursery: trio.Nursery, max_frame: int) -> None:
+        self._stream = stream
+        self._nursery = nursery
+        self._max_frame = max_frame
+        self._fd = stream.socket.fileno()
+        self._backlog: list[bytes] = []
+        self._flushing = False
+        self.broken = False
+        self.inflight = 0
+        """Writes proposed from this connection and not yet answered."""
+
+    def answer(self, message: dict[str, Any]) -> None:
         try:
-            frame = encode_frame(message, node.config.max_frame)
+            frame = encode_frame(message, self._max_frame)
         except FrameTooLarge as exc:
             err = errors.ParameterError(f"the answer is too large to send: {exc}")
             frame = encode_frame({"id": message.get("id"), "ok": False, "error": err.to_wire()})
-        async with send_lock:
-            await stream.send_all(frame)
+        self.send(frame)
 
-    async def handle(request: Any) -> None:
+    def send(self, frame: bytes) -> None:
+        if self.broken:
+            return
+        if not self._flushing:  # else a chunk is on its way: this one must come after it
+            try:
+                sent = os.write(self._fd, frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.broken = True  # the client is gone; the receive loop will notice
+                return
+            if sent == len(frame):
+                return
+            frame = frame[sent:]
+            self._flushing = True
+            self._nursery.start_soon(self._flush)
+        self._backlog.append(frame)
+
+    async def _flush(self) -> None:
+        try:
+            while self._backlog:
+                chunk = b"".join(self._backlog)
+                self._backlog.clear()
+                await self._stream.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.broken = True
+        finally:
+            self._flushing = False
+
+
+async def serve_client(node: Node, stream: trio.SocketStream, reader: FrameReader) -> None:
+    """Answer one client connection's requests, many in flight, each on its own.
+
+    A write on the leader (the hot path) is proposed right here and answered from its
+    completion callback: no task per write. Everything else gets a task of its own.
+    """
+
+    async def handle(request: Any, replies: _Replies) -> None:
         rid = request.get("id") if isinstance(request, dict) else None
         try:
             answer = await _dispatch(node, request)
@@ -60,28 +114,85 @@ async def serve_client(node: Node, stream: trio.SocketStream, reader: FrameReade
         except errors.RaftsqlError as exc:
             answer = {"id": rid, "ok": False, "error": exc.to_wire()}
         except Exception as exc:
-            log.exception("node %d: internal error on %r", node.config.id, request)
-            err = errors.InternalError(f"{type(exc).__name__}: {exc}")
-            answer = {"id": rid, "ok": False, "error": err.to_wire()}
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await reply(answer)
+            answer = _internal_error(node, request, exc)
+        replies.answer(answer)
 
+    replies: _Replies | None = None
     try:
         async with trio.open_nursery() as nursery:
-            while True:
+            replies = _Replies(stream, nursery, node.config.max_frame)
+            while not replies.broken:
                 try:
                     request = await reader.receive()
                 except ProtocolError as exc:
                     err = errors.ProtocolError(str(exc))
-                    await reply({"id": None, "ok": False, "error": err.to_wire()})
+                    replies.answer({"id": None, "ok": False, "error": err.to_wire()})
                     if not isinstance(exc, FrameTooLarge):
                         return  # the byte stream is out of step: nothing after is trustworthy
                     continue
                 except EOFError:
                     break
-                nursery.start_soon(handle, request)
+                if not _write_on_leader(node, request, replies):
+                    nursery.start_soon(handle, request, replies)
+            while replies.inflight and not replies.broken:
+                # the client half-closed: still answer what it sent (a write ends within
+                # the request timeout, one way or another)
+                await trio.sleep(0.01)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
+    finally:
+        if replies is not None:
+            # writes still in flight answer into the void, never into a reused fd number
+            replies.broken = True
+
+
+def _write_on_leader(node: Node, request: Any, replies: _Replies) -> bool:
+    """The hot path: propose a leader's write now and answer it when it is applied.
+    False (nothing done) for anything else, which then goes through ``_dispatch``."""
+    if not (
+        isinstance(request, dict)
+        and request.get("op") == "write"
+        and node.core.role is Role.LEADER
+    ):
+        return False
+    rid = request.get("id")
+
+    def done(waiter: WriteWaiter) -> None:
+        replies.inflight -= 1
+        try:
+            if waiter.error is not None:
+                raise waiter.error
+            assert waiter.result is not None
+            results = CommandResult.decode(waiter.result).unwrap()
+            answer = {"id": rid, "ok": True, "results": [result_to_wire(r) for r in results]}
+        except errors.RaftsqlError as exc:
+            answer = {"id": rid, "ok": False, "error": exc.to_wire()}
+        except Exception as exc:
+            answer = _internal_error(node, request, exc)
+        replies.answer(answer)
+
+    try:
+        statements = node.check_statements(_statements(request.get("stmts")))
+        node.submit_write(
+            statements,
+            atomic=_opt(request, "atomic", bool, True),
+            session=_session(request),
+            seq=_opt(request, "seq", int, 0),
+            on_done=done,
+        )
+        replies.inflight += 1
+    except errors.RaftsqlError as exc:
+        replies.answer({"id": rid, "ok": False, "error": exc.to_wire()})
+    except Exception as exc:
+        replies.answer(_internal_error(node, request, exc))
+    return True
+
+
+def _internal_error(node: Node, request: Any, exc: Exception) -> dict[str, Any]:
+    log.exception("node %d: internal error on %r", node.config.id, request)
+    err = errors.InternalError(f"{type(exc).__name__}: {exc}")
+    rid = request.get("id") if isinstance(request, dict) else None
+    return {"id": rid, "ok": False, "error": err.to_wire()}
 
 
 async def _dispatch(node: Node, req: Any) -> dict[str, Any]:

@@ -1,0 +1,159 @@
+"""raftsql under load: writes and reads against client concurrency on a local 3-node
+cluster of real node processes (fsync on, acknowledged only once a majority has the entry
+on disk and the leader has applied it).
+
+Workloads (each at 1, 4, 16, 64 and 256 closed-loop clients):
+
+- ``insert_param``: one single-row parameterized INSERT (100-byte payload) per request;
+- ``insert_literal``: the same row as literal SQL, different text every time, so the
+  statement cache misses on every request;
+- ``txn10``: ten parameterized INSERTs in one atomic request;
+- ``read_leader`` / ``read_followers``: point SELECT by primary key, linearizable
+  (ReadIndex), sent to the leader / spread over the two followers;
+- ``read_stale_followers``: the same SELECT served locally by the followers, for contrast.
+
+    python -m benchmarks.raftsql_load [--quick] [--clients 1,16,64] [--duration 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+from benchmarks.loadgen import RequestMaker, closed_loop, sessions
+from raftsql.cluster import LocalCluster
+
+PAYLOAD = "x" * 100
+KEYS = 10_000
+INSERT = "INSERT INTO t (client, n, payload) VALUES (?, ?, ?)"
+POINT_READ = "SELECT v FROM kv WHERE id = ?"
+
+
+def _writes(workload: str, clients: int) -> RequestMaker:
+    session = sessions(clients)
+
+    def insert_param(i: int, n: int) -> dict[str, Any]:
+        return {
+            "op": "write",
+            "stmts": [[INSERT, [i, n, PAYLOAD]]],
+            "session": session[i],
+            "seq": n,
+        }
+
+    def insert_literal(i: int, n: int) -> dict[str, Any]:
+        sql = f"INSERT INTO t (client, n, payload) VALUES ({i}, {n}, '{PAYLOAD}')"
+        return {"op": "write", "stmts": [[sql, []]], "session": session[i], "seq": n}
+
+    def txn10(i: int, n: int) -> dict[str, Any]:
+        stmts = [[INSERT, [i, n * 10 + k, PAYLOAD]] for k in range(10)]
+        return {"op": "write", "stmts": stmts, "atomic": True, "session": session[i], "seq": n}
+
+    makers: dict[str, RequestMaker] = {
+        "insert_param": insert_param,
+        "insert_literal": insert_literal,
+        "txn10": txn10,
+    }
+    return makers[workload]
+
+
+def _reads(consistency: str) -> RequestMaker:
+    rng = random.Random(1)
+
+    def read(i: int, n: int) -> dict[str, Any]:
+        return {
+            "op": "read",
+            "sql": POINT_READ,
+            "params": [rng.randrange(KEYS)],
+            "consistency": consistency,
+        }
+
+    return read
+
+
+WORKLOADS: dict[str, tuple[str, Callable[[int], RequestMaker]]] = {
+    "insert_param": ("leader", lambda c: _writes("insert_param", c)),
+    "insert_literal": ("leader", lambda c: _writes("insert_literal", c)),
+    "txn10": ("leader", lambda c: _writes("txn10", c)),
+    "read_leader": ("leader", lambda c: _reads("linearizable")),
+    "read_followers": ("followers", lambda c: _reads("linearizable")),
+    "read_stale_followers": ("followers", lambda c: _reads("stale")),
+}
+
+
+def _prepare(cluster: LocalCluster) -> None:
+    with cluster.client(timeout=30) as c:
+        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, client INT, n INT, payload TEXT)")
+        c.execute("CREATE TABLE kv (id INTEGER PRIMARY KEY, v TEXT)")
+        for start in range(0, KEYS, 1000):
+            c.write(
+                [("INSERT INTO kv VALUES (?, ?)", (k, PAYLOAD)) for k in range(start, start + 1000)]
+            )
+
+
+def _targets(cluster: LocalCluster, where: str) -> list[tuple[str, int]]:
+    leader = cluster.wait_for_leader()
+    ids = [leader] if where == "leader" else [i for i in sorted(cluster.ports) if i != leader]
+    return [(cluster.host, cluster.ports[i]) for i in ids]
+
+
+def run(
+    quick: bool = False,
+    clients: list[int] | None = None,
+    duration: float | None = None,
+    workloads: list[str] | None = None,
+) -> dict[str, Any]:
+    levels = clients or (common.QUICK_CLIENTS if quick else common.CLIENTS)
+    seconds = duration or (1.0 if quick else 5.0)
+    chosen = workloads or list(WORKLOADS)
+    points = []
+    with (
+        tempfile.TemporaryDirectory(prefix="raftsql-bench-") as tmp,
+        LocalCluster(directory=Path(tmp)) as cluster,
+    ):
+        _prepare(cluster)
+        for name in chosen:
+            where, maker = WORKLOADS[name]
+            for n in levels:
+                result = closed_loop(_targets(cluster, where), n, maker(n), seconds)
+                p = common.point(
+                    "raftsql",
+                    name,
+                    n,
+                    result.ops,
+                    result.seconds,
+                    result.latencies,
+                    errors=result.errors,
+                    loadgen_cpu_s=round(result.loadgen_cpu_s, 3),
+                )
+                common.progress(common.describe(p))
+                for sample in result.error_samples:
+                    common.progress(f"  error: {sample}")
+                points.append(p)
+    data = {"points": points, "duration_s": seconds, "pid": os.getpid()}
+    common.save("raftsql_load", data, quick)
+    return data
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--clients", help="comma-separated, e.g. 1,16,64")
+    p.add_argument("--duration", type=float, help="seconds per point")
+    p.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    args = p.parse_args()
+    run(
+        args.quick,
+        [int(c) for c in args.clients.split(",")] if args.clients else None,
+        args.duration,
+        args.workloads.split(",") if args.workloads else None,
+    )
+
+
+if __name__ == "__main__":
+    main()
