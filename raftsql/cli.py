@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from raftsql import timing
 from raftsql.cluster import DEFAULT_DIR, LocalCluster
 
 
@@ -42,6 +43,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         tick_seconds=args.tick,
         election_ticks=args.election_ticks,
+        heartbeat_ticks=args.heartbeat_ticks,
         snapshot_every=args.snapshot_every,
         snapshot_retain=args.snapshot_retain,
     )
@@ -151,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--id", type=int, required=True)
     node.add_argument("--peers", type=_peers, required=True, help="1=127.0.0.1:7001,2=...")
     node.add_argument("--data-dir", required=True)
-    node.add_argument("--tick", type=float, default=0.05, help="seconds per tick")
-    node.add_argument("--election-ticks", type=int, default=10)
+    node.add_argument("--tick", type=float, default=timing.TICK_SECONDS, help="seconds per tick")
+    node.add_argument("--election-ticks", type=int, default=timing.ELECTION_TICKS)
+    node.add_argument("--heartbeat-ticks", type=int, default=timing.HEARTBEAT_TICKS)
     node.add_argument("--snapshot-every", type=int, default=10_000)
     node.add_argument("--snapshot-retain", type=int, default=1_000)
     node.add_argument("-v", "--verbose", action="store_true")

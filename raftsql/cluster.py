@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raftsql import timing
 from raftsql.client.client import Client
 
 DEFAULT_DIR = Path(os.environ.get("RAFTSQL_HOME", Path.home() / ".raftsql" / "local"))
@@ -46,8 +47,9 @@ class LocalCluster:
     directory: Path = DEFAULT_DIR
     n: int = 3
     host: str = "127.0.0.1"
-    tick_seconds: float = 0.05
-    election_ticks: int = 10
+    tick_seconds: float = timing.TICK_SECONDS
+    election_ticks: int = timing.ELECTION_TICKS
+    heartbeat_ticks: int = timing.HEARTBEAT_TICKS
     snapshot_every: int = 10_000
     snapshot_retain: int = 1_000
     ports: dict[int, int] = field(default_factory=dict)
@@ -104,6 +106,8 @@ class LocalCluster:
             str(self.tick_seconds),
             "--election-ticks",
             str(self.election_ticks),
+            "--heartbeat-ticks",
+            str(self.heartbeat_ticks),
             "--snapshot-every",
             str(self.snapshot_every),
             "--snapshot-retain",

@@ -23,6 +23,10 @@ from raftsql.net.errors import ProtocolError as WireProtocolError
 from raftsql.net.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 
 _RETRYABLE = (errors.NotLeaderError, errors.UnavailableError)
+_RETRY_CAP = 0.05
+"""Longest pause between retries. A failover is over within an election timeout, and a
+client that backs off further than a few ticks adds its own wait to it (measured: a
+200 ms cap added a median 165 ms after the new leader was already serving)."""
 
 
 @dataclass
@@ -232,7 +236,7 @@ class Client:
                 last_error = exc
                 self._drop_connection()
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 0.2)
+                delay = min(delay * 2, _RETRY_CAP)
                 continue
             if reply.get("ok"):
                 return reply
@@ -242,7 +246,7 @@ class Client:
                 self._leader = parse_hosts([leader])[0] if leader else None
                 if self._leader is None or (self._conn and self._conn.address == self._leader):
                     time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                    delay = min(delay * 2, 0.2)
+                    delay = min(delay * 2, _RETRY_CAP)
                 self._drop_connection()
                 last_error = err
                 continue
@@ -250,7 +254,7 @@ class Client:
                 last_error = err
                 self._drop_connection()
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 0.2)
+                delay = min(delay * 2, _RETRY_CAP)
                 continue
             raise err
 

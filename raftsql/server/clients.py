@@ -150,9 +150,7 @@ def _write_on_leader(node: Node, request: Any, replies: _Replies) -> bool:
     """The hot path: propose a leader's write now and answer it when it is applied.
     False (nothing done) for anything else, which then goes through ``_dispatch``."""
     if not (
-        isinstance(request, dict)
-        and request.get("op") == "write"
-        and node.core.role is Role.LEADER
+        isinstance(request, dict) and request.get("op") == "write" and node.core.role is Role.LEADER
     ):
         return False
     rid = request.get("id")

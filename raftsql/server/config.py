@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from raftsql import timing
+
 
 def parse_address(text: str) -> tuple[str, int]:
     """``"host:port"`` (or ``"[::1]:port"``) -> ``(host, port)`` with a clear error."""
@@ -26,16 +28,15 @@ class NodeConfig:
 
     Timing: a tick is ``tick_seconds``; the election timeout is drawn from
     [election_ticks, 2 * election_ticks] ticks, and the leader heartbeats every
-    ``heartbeat_ticks``. The defaults (50 ms ticks, 10-tick elections) give a failover
-    well under a second on loopback while tolerating an fsync stall of a few hundred ms.
+    ``heartbeat_ticks``. The defaults are in :mod:`raftsql.timing`, which says why.
     """
 
     id: int
     peers: dict[int, tuple[str, int]]
     data_dir: Path
-    tick_seconds: float = 0.05
-    election_ticks: int = 10
-    heartbeat_ticks: int = 1
+    tick_seconds: float = timing.TICK_SECONDS
+    election_ticks: int = timing.ELECTION_TICKS
+    heartbeat_ticks: int = timing.HEARTBEAT_TICKS
     snapshot_every: int = 10_000
     """Applied entries between snapshots (then the log is compacted)."""
     snapshot_retain: int = 1_000

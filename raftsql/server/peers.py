@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 
 import trio
 
@@ -22,6 +23,7 @@ from raftsql.raft.messages import InstallSnapshot, Message
 log = logging.getLogger("raftsql.peers")
 
 _QUEUE = 4096
+_LINK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 _BATCH = 512
 
 
@@ -65,12 +67,35 @@ class PeerLink:
                     hello = {"hello": "peer", "id": self.self_id}
                     await stream.send_all(encode_frame(hello, self._max_frame))
                     self.connected = True
-                    await self._pump(stream)
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watch, stream, nursery.cancel_scope)
+                        await self._pump_until_broken(stream)
+                        nursery.cancel_scope.cancel()
+            except _LINK_ERRORS as exc:
                 log.debug("link %d->%d lost: %s", self.self_id, self.peer_id, exc)
             finally:
                 self.connected = False
             self._drain()
+
+    @staticmethod
+    async def _watch(stream: trio.SocketStream, link: trio.CancelScope) -> None:
+        """Notice at once when the peer closes the connection (it died or restarted).
+
+        The peer never writes on this connection, so anything that ends the read (EOF,
+        a reset) means it is gone. Without this, a link learns it only from a failed send,
+        and the one or two messages written into the dead socket first are lost; during
+        an election those are votes, and each lost one costs a whole election timeout.
+        """
+        with suppress(*_LINK_ERRORS):
+            while await stream.receive_some(4096):
+                pass
+        link.cancel()
+
+    async def _pump_until_broken(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._pump(stream)
+        except _LINK_ERRORS as exc:
+            log.debug("link %d->%d lost: %s", self.self_id, self.peer_id, exc)
 
     async def _pump(self, stream: trio.SocketStream) -> None:
         while True:
