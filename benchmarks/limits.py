@@ -135,8 +135,15 @@ def measure_apsw(directory: Path, seconds: float) -> list[dict[str, Any]]:
         finally:
             con.close()
         p = common.point(
-            "apsw", f"insert_batch_{batch}", 1, rows, sum(latencies), latencies,
-            batch_rows=batch, commits=len(latencies), latency_is="per commit (whole batch)",
+            "apsw",
+            f"insert_batch_{batch}",
+            1,
+            rows,
+            sum(latencies),
+            latencies,
+            batch_rows=batch,
+            commits=len(latencies),
+            latency_is="per commit (whole batch)",
         )
         common.progress(common.describe(p))
         points.append(p)

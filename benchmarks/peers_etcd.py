@@ -108,8 +108,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def post(port: int, path: str, body: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
     """One JSON request to a member's gRPC gateway."""
     request = urllib.request.Request(
-        f"http://{HOST}:{port}{path}", data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        f"http://{HOST}:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return dict(json.loads(response.read()))
@@ -146,12 +148,29 @@ class EtcdCluster:
     def _argv(self, etcd: str, m: Member, initial: str) -> list[str]:
         client, peer = f"http://{HOST}:{m.client_port}", f"http://{HOST}:{m.peer_port}"
         return [
-            etcd, "--name", m.name, "--data-dir", str(self.directory / m.name),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", initial, "--initial-cluster-state", "new",
-            "--initial-cluster-token", f"bench-{os.getpid()}",
-            "--logger", "zap", "--log-level", "warn",
+            etcd,
+            "--name",
+            m.name,
+            "--data-dir",
+            str(self.directory / m.name),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            f"bench-{os.getpid()}",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
         ]
 
     def start(self) -> None:
@@ -165,8 +184,12 @@ class EtcdCluster:
         for m in self.members:
             with m.log.open("wb") as log:
                 m.process = subprocess.Popen(
-                    self._argv(etcd, m, initial), stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                    self._argv(etcd, m, initial),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
                     preexec_fn=_die_with_parent,  # before any thread of ours starts
                 )
 
@@ -190,8 +213,9 @@ class EtcdCluster:
             pending = [m for m in pending if not self._healthy(m)]
             if pending and time.monotonic() > deadline:
                 names = ", ".join(m.name for m in pending)
-                raise RuntimeError(f"etcd not healthy after {timeout} s ({names}):\n"
-                                   + self.tail(pending[0]))
+                raise RuntimeError(
+                    f"etcd not healthy after {timeout} s ({names}):\n" + self.tail(pending[0])
+                )
             if pending:
                 time.sleep(0.1)
 
@@ -233,8 +257,10 @@ def preload(port: int) -> None:
     workload only reads keys that exist."""
     value = b64(VALUE)
     for start in range(0, KEYS, TXN_OPS):
-        puts = [{"request_put": {"key": b64(key_name(i)), "value": value}}
-                for i in range(start, min(KEYS, start + TXN_OPS))]
+        puts = [
+            {"request_put": {"key": b64(key_name(i)), "value": value}}
+            for i in range(start, min(KEYS, start + TXN_OPS))
+        ]
         reply = post(port, "/v3/kv/txn", {"success": puts}, timeout=30)
         if not reply.get("succeeded"):
             raise RuntimeError(f"etcd preload transaction failed: {reply}")
@@ -281,11 +307,19 @@ def run_wrk(port: int, script: str, clients: int, seconds: int) -> WrkResult:
     """
     threads = 1 if clients == 1 else 2
     argv = [
-        require("wrk"), f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", "5s",
-        "-s", str(WRK_DIR / script), f"http://{HOST}:{port}",
+        require("wrk"),
+        f"-t{threads}",
+        f"-c{clients}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(WRK_DIR / script),
+        f"http://{HOST}:{port}",
     ]
     env = {
-        **os.environ, "WRK_KEYS": str(KEYS),
+        **os.environ,
+        "WRK_KEYS": str(KEYS),
         "WRK_PERCENTILES": ",".join(f"{q * 100:g}" for q in common.CDF_QUANTILES),
     }
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 60)
@@ -301,14 +335,24 @@ def measure(port: int, workload: str, clients: int, seconds: int) -> dict[str, A
     socket_errors += r.errors["timeout"]
     failed = r.non200 + r.bad_body
     return common.point(
-        "etcd", workload, clients, r.requests - failed, r.duration_s, cdf_ms=r.cdf_ms,
-        errors=socket_errors + failed, wrk_errors=r.errors, non200=r.non200,
-        bad_body=r.bad_body, wrk_threads=1 if clients == 1 else 2,
+        "etcd",
+        workload,
+        clients,
+        r.requests - failed,
+        r.duration_s,
+        cdf_ms=r.cdf_ms,
+        errors=socket_errors + failed,
+        wrk_errors=r.errors,
+        non200=r.non200,
+        bad_body=r.bad_body,
+        wrk_threads=1 if clients == 1 else 2,
     )
 
 
 def run(
-    quick: bool = False, clients: list[int] | None = None, duration: float | None = None,
+    quick: bool = False,
+    clients: list[int] | None = None,
+    duration: float | None = None,
 ) -> dict[str, Any]:
     """Start the cluster, measure every workload at every client count, always stop it."""
     etcd, wrk = require("etcd"), require("wrk")
@@ -333,10 +377,17 @@ def run(
                     common.progress(common.describe(p))
                     points.append(p)
     data = {
-        "points": points, "duration_s": seconds, "etcd_version": tool_version([etcd, "--version"]),
-        "etcd_server_version": server_version, "wrk_version": tool_version([wrk, "--version"]),
-        "members": 3, "startup_s": round(startup_s, 2), "preload_s": round(preload_s, 2),
-        "keys": KEYS, "value_bytes": len(VALUE), "fsync": "etcd default (fsync on)",
+        "points": points,
+        "duration_s": seconds,
+        "etcd_version": tool_version([etcd, "--version"]),
+        "etcd_server_version": server_version,
+        "wrk_version": tool_version([wrk, "--version"]),
+        "members": 3,
+        "startup_s": round(startup_s, 2),
+        "preload_s": round(preload_s, 2),
+        "keys": KEYS,
+        "value_bytes": len(VALUE),
+        "fsync": "etcd default (fsync on)",
         "client": "wrk over HTTP/1.1 keep-alive to the leader's JSON gateway",
     }
     common.save("peers_etcd", data, quick)
@@ -350,8 +401,11 @@ def main() -> None:
     p.add_argument("--duration", type=float, help="seconds per point (whole seconds, default 5)")
     args = p.parse_args()
     try:
-        run(args.quick, [int(c) for c in args.clients.split(",")] if args.clients else None,
-            args.duration)
+        run(
+            args.quick,
+            [int(c) for c in args.clients.split(",")] if args.clients else None,
+            args.duration,
+        )
     except KeyboardInterrupt:
         common.progress("interrupted; every etcd process started was stopped")
         raise SystemExit(130) from None

@@ -89,8 +89,12 @@ def _bench_sync(d: Any, seconds: float) -> dict[str, Any]:
         except SyncObjException:
             errors += 1
         n += 1
-    return {"ops": len(latencies), "seconds": time.perf_counter() - first,
-            "latencies": latencies, "errors": errors}
+    return {
+        "ops": len(latencies),
+        "seconds": time.perf_counter() - first,
+        "latencies": latencies,
+        "errors": errors,
+    }
 
 
 class _Window:
@@ -146,8 +150,12 @@ def _bench_async(d: Any, inflight: int, seconds: float) -> dict[str, Any]:
     drained = window.drained.wait(seconds + 120)
     with window.lock:
         lost = 0 if drained else window.outstanding
-        return {"ops": len(window.latencies), "seconds": window.last - window.start,
-                "latencies": list(window.latencies), "errors": window.errors + lost}
+        return {
+            "ops": len(window.latencies),
+            "seconds": window.last - window.start,
+            "latencies": list(window.latencies),
+            "errors": window.errors + lost,
+        }
 
 
 class _TruncationCounter(logging.Filter):
@@ -175,9 +183,13 @@ class _TruncationCounter(logging.Filter):
 
 def _status(obj: Any, truncations: _TruncationCounter) -> dict[str, Any]:
     leader = obj._getLeader()
-    return {"is_leader": obj._isLeader(), "leader": str(leader) if leader else None,
-            "ready": obj.isReady(), "self": str(obj.selfNode),
-            "applied_truncations": truncations.count}
+    return {
+        "is_leader": obj._isLeader(),
+        "leader": str(leader) if leader else None,
+        "ready": obj.isReady(),
+        "self": str(obj.selfNode),
+        "applied_truncations": truncations.count,
+    }
 
 
 def node_main(port: int, peers: list[int], conf: dict[str, Any], conn: Connection) -> None:
@@ -189,8 +201,9 @@ def node_main(port: int, peers: list[int], conf: dict[str, Any], conn: Connectio
     truncations = _TruncationCounter()
     logging.getLogger("pysyncobj.syncobj").addFilter(truncations)
     d = ReplDict()
-    obj = SyncObj(f"{HOST}:{port}", [f"{HOST}:{p}" for p in peers], SyncObjConf(**conf),
-                  consumers=[d])
+    obj = SyncObj(
+        f"{HOST}:{port}", [f"{HOST}:{p}" for p in peers], SyncObjConf(**conf), consumers=[d]
+    )
     try:
         while True:
             try:
@@ -223,8 +236,9 @@ class Node:
     def ask(self, command: str, *args: Any, timeout: float = 10) -> Any:
         self.conn.send((command, args))
         if not self.conn.poll(timeout):
-            raise RuntimeError(f"pysyncobj node :{self.port} did not answer {command!r} "
-                               f"within {timeout:g} s")
+            raise RuntimeError(
+                f"pysyncobj node :{self.port} did not answer {command!r} within {timeout:g} s"
+            )
         return self.conn.recv()
 
 
@@ -248,8 +262,11 @@ class Cluster:
             for port in ports:
                 ours, theirs = ctx.Pipe()
                 peers = [p for p in ports if p != port]
-                process = ctx.Process(target=node_main, name=f"pysyncobj-{port}",
-                                      args=(port, peers, self._conf(port), theirs))
+                process = ctx.Process(
+                    target=node_main,
+                    name=f"pysyncobj-{port}",
+                    args=(port, peers, self._conf(port), theirs),
+                )
                 process.start()
                 theirs.close()
                 self.nodes.append(Node(port, process, ours))
@@ -267,8 +284,9 @@ class Cluster:
         while True:
             for node in self.nodes:
                 if not node.process.is_alive():
-                    raise RuntimeError(f"pysyncobj node :{node.port} exited "
-                                       f"(code {node.process.exitcode})")
+                    raise RuntimeError(
+                        f"pysyncobj node :{node.port} exited (code {node.process.exitcode})"
+                    )
             statuses = [node.ask("status") for node in self.nodes]
             leaders = [n for n, s in zip(self.nodes, statuses, strict=True) if s["is_leader"]]
             agreed = len({s["leader"] for s in statuses}) == 1
@@ -308,15 +326,25 @@ def measure(directory: Path, w: Workload, seconds: float) -> dict[str, Any]:
             r = leader.ask("sync", seconds, timeout=seconds + 60)
         truncations = sum(node.ask("status")["applied_truncations"] for node in cluster.nodes)
     p = common.point(
-        "pysyncobj", w.name, w.inflight or 1, r["ops"], r["seconds"], r["latencies"],
-        errors=r["errors"], appendEntriesUseBatch=w.batch, journal=w.journal,
-        journal_fsync=False, startup_s=round(startup_s, 2),
+        "pysyncobj",
+        w.name,
+        w.inflight or 1,
+        r["ops"],
+        r["seconds"],
+        r["latencies"],
+        errors=r["errors"],
+        appendEntriesUseBatch=w.batch,
+        journal=w.journal,
+        journal_fsync=False,
+        startup_s=round(startup_s, 2),
         followers_truncated_applied_entries=truncations,
     )
     common.progress(common.describe(p))
     if truncations:
-        common.progress(f"  followers logged {truncations} 'truncating already-applied log "
-                        "entries' (CRITICAL) records")
+        common.progress(
+            f"  followers logged {truncations} 'truncating already-applied log "
+            "entries' (CRITICAL) records"
+        )
     return p
 
 
@@ -330,8 +358,13 @@ def run(quick: bool = False, duration: float | None = None) -> dict[str, Any]:
         for w in WORKLOADS:
             points.append(measure(Path(tmp), w, seconds))
     data = {
-        "points": points, "duration_s": seconds, "pysyncobj_version": VERSION,
-        "nodes": 3, "keys": KEYS, "value_bytes": len(VALUE), "inflight": INFLIGHT,
+        "points": points,
+        "duration_s": seconds,
+        "pysyncobj_version": VERSION,
+        "nodes": 3,
+        "keys": KEYS,
+        "value_bytes": len(VALUE),
+        "inflight": INFLIGHT,
         "client": "caller threads inside the leader's process (PySyncObj has no client API)",
         "notes": NOTES,
     }

@@ -1,0 +1,154 @@
+"""Every benchmark in one command, then the plots and the summary table.
+
+The steps run in a fixed order (the machine's limits, then the peers, then raftsql) so that
+etcd, PySyncObj and raftsql are measured minutes apart in the same run: on a shared, noisy
+machine, ratios between figures taken hours apart would mostly measure the neighbours.
+
+A step that raises, or whose result shows failed requests or lost writes, is reported and
+the others still run; the command then exits non-zero naming it, because a benchmark that
+failed must not look like one that passed.
+
+    python -m benchmarks.run_all [--quick] [--only limits,raftsql_load] [--memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks import common
+
+STEPS = ["limits", "peers_etcd", "peers_pysyncobj", "raftsql_load", "failover", "catchup"]
+MEMORY = "memory_flat"
+"""Only with --memory (or --only): a full run of it takes about 15 minutes."""
+ERROR_CHARS = 300
+"""Failure reasons are cut to this in the final list; the full traceback was printed."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    seconds: float
+    error: str | None = None
+
+
+def problems(data: dict[str, Any]) -> list[str]:
+    """What makes a result that came back normally still a failure.
+
+    A point with no successful ops or with error answers measures a failure path, not the
+    system; a failover run that lost or duplicated an acknowledged write is a correctness
+    failure whatever its timings say.
+    """
+    found = []
+    for p in data.get("points", []):
+        where = f"{p['system']} {p['workload']} at {p['clients']} clients"
+        if p["ops"] <= 0:
+            found.append(f"{where}: no successful ops")
+        if p.get("errors"):
+            found.append(f"{where}: {p['errors']} errors")
+    verification = data.get("verification")
+    if verification is not None and not verification.get("ok"):
+        found.append("acknowledged writes lost or duplicated (see 'verification')")
+    return found
+
+
+def attempt(name: str, action: Callable[[], Any]) -> Outcome:
+    """Run ``action``, timing it; an exception becomes the outcome's error, after its
+    traceback is printed, so that one broken step does not stop the others."""
+    started = time.monotonic()
+    try:
+        result = action()
+        error = "; ".join(problems(result)) if isinstance(result, dict) else ""
+    except Exception as exc:
+        traceback.print_exc()
+        error = f"{type(exc).__name__}: {exc}"
+    seconds = time.monotonic() - started
+    return Outcome(name, seconds, error[:ERROR_CHARS] or None)
+
+
+def benchmark(name: str, quick: bool) -> Callable[[], Any]:
+    """The step running ``benchmarks.<name>.run(quick=...)``; imported only when run, so a
+    missing dependency fails that step alone."""
+
+    def step() -> Any:
+        return importlib.import_module(f"benchmarks.{name}").run(quick=quick)
+
+    return step
+
+
+def select(only: str | None, memory: bool) -> list[str]:
+    """The steps to run, always in the canonical order."""
+    known = [*STEPS, MEMORY]
+    if not only:
+        return STEPS + ([MEMORY] if memory else [])
+    wanted = {n.strip() for n in only.split(",") if n.strip()}
+    unknown = wanted - set(known)
+    if unknown:
+        raise ValueError(f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {known}")
+    return [n for n in known if n in wanted]
+
+
+def run_steps(names: Sequence[str], quick: bool, began: float) -> list[Outcome]:
+    outcomes = []
+    for i, name in enumerate(names, 1):
+        tag = f"[{i}/{len(names)}] {name}"
+        common.progress(f"{tag}: starting ({time.monotonic() - began:.0f} s elapsed)")
+        outcome = attempt(name, benchmark(name, quick))
+        state = "FAILED" if outcome.error else "done"
+        common.progress(f"{tag}: {state} in {outcome.seconds:.1f} s")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def plots_step(quick: bool, failed: Sequence[str]) -> tuple[Outcome, str]:
+    """Draw the figures and write the summary (naming the ``failed`` steps); the summary
+    text, or '' if drawing failed."""
+    from benchmarks import plots  # matplotlib is imported only once the benchmarks are done
+
+    text: list[str] = []
+
+    def draw() -> None:
+        plots.draw_all(quick)
+        text.append(plots.write_summary(quick, failed=failed))
+
+    return attempt("plots", draw), "".join(text)
+
+
+def report(outcomes: Sequence[Outcome], total: float) -> None:
+    """How long each step took, and which failed and why (on stderr, with the progress)."""
+    for o in outcomes:
+        common.progress(f"  {o.name:<16} {o.seconds:7.1f} s  {'FAILED' if o.error else 'ok'}")
+    common.progress(f"  {'total':<16} {total:7.1f} s")
+    for o in outcomes:
+        if o.error:
+            common.progress(f"FAILED {o.name}: {o.error}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run (about a minute)")
+    p.add_argument("--only", help=f"comma-separated subset of {','.join([*STEPS, MEMORY])}")
+    p.add_argument("--memory", action="store_true", help=f"also run {MEMORY} (~15 min)")
+    args = p.parse_args(argv)
+    try:
+        names = select(args.only, args.memory)
+    except ValueError as exc:
+        p.error(str(exc))
+    began = time.monotonic()
+    outcomes = run_steps(names, args.quick, began)
+    drawn, text = plots_step(args.quick, [o.name for o in outcomes if o.error])
+    outcomes.append(drawn)
+    if text:
+        print(text, flush=True)
+    report(outcomes, time.monotonic() - began)
+    return 1 if any(o.error for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The benchmarks' smoke run: every benchmark measures something, plots and summary drawn.
+
+Runs ``python -m benchmarks.run_all --quick`` exactly as a person would and checks what it
+leaves in benchmarks/results/. No speed is asserted (the machine is shared and noisy); what
+is asserted is that every benchmark still runs against the current code, that no request
+failed, and that the figures were written by this run rather than left over from an
+earlier one. etcd, wrk and PySyncObj are required, not optional: a comparison skipped
+because a peer is missing would look like one that passed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import common, plots, run_all
+from benchmarks.raftsql_load import WORKLOADS
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 220
+"""The run takes about a minute alone on 2 cores; this leaves room for a busy machine."""
+FIGURES = ["writes_vs_clients", "reads_vs_clients", "latency_cdf", "failover", "peers_bars"]
+
+pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 60)  # + the SIGINT grace period
+
+
+def written_since(path: Path, started: float) -> bool:
+    return path.exists() and path.stat().st_mtime >= started
+
+
+def load(name: str) -> dict[str, Any]:
+    return dict(json.loads((common.RESULTS / plots.json_name(name, quick=True)).read_text()))
+
+
+def run_quick() -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.run_all --quick`` from the repository root.
+
+    On timeout it gets SIGINT first, not SIGKILL: the KeyboardInterrupt unwinds the
+    benchmarks' context managers, which stop the clusters they started; a killed run would
+    leave node processes behind.
+    """
+    argv = [sys.executable, "-m", "benchmarks.run_all", "--quick"]
+    with subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            pytest.fail(f"run_all took over {RUN_TIMEOUT_S} s:\n{err[-5000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def check_results_written(started: float) -> None:
+    for name in run_all.STEPS:
+        path = common.RESULTS / plots.json_name(name, quick=True)
+        assert written_since(path, started), f"{path.name} was not written by this run"
+
+
+def check_points(name: str) -> None:
+    """Every throughput point measured something, and nothing failed."""
+    for p in load(name).get("points", []):
+        where = f"{name}: {p['system']} {p['workload']} at {p['clients']} clients"
+        assert p["ops"] > 0, f"{where}: no ops"
+        assert p["errors"] == 0, f"{where}: {p['errors']} errors"
+
+
+def check_raftsql_workloads() -> None:
+    measured = {(p["workload"], p["clients"]) for p in load("raftsql_load")["points"]}
+    expected = {(w, c) for w in WORKLOADS for c in common.QUICK_CLIENTS}
+    assert expected <= measured, f"raftsql_load is missing {sorted(expected - measured)}"
+
+
+def check_failover_and_catchup() -> None:
+    """They measured what they claim: no lost write, a real log and snapshot catch-up."""
+    failover = load("failover")
+    assert failover["verification"]["ok"], failover["verification"]
+    assert failover["latency_series"] and failover["first_write_s"]["median"] > 0
+    catchup = load("catchup")
+    assert catchup["log"]["entries_behind"] > 0
+    assert catchup["snapshot"]["snapshots_installed"] >= 1
+
+
+def check_plots_and_summary(started: float) -> None:
+    for name in FIGURES:
+        path = common.RESULTS / plots.png_name(name, quick=True)
+        assert written_since(path, started), f"{path.name} was not drawn by this run"
+    summary = common.RESULTS / plots.summary_name(quick=True)
+    assert written_since(summary, started), f"{summary.name} was not written by this run"
+    text = summary.read_text()
+    assert "| writes/s at 1 client: insert_param vs etcd put |" in text
+    assert "failover: p99 first write" in text
+
+
+def test_run_all_quick() -> None:
+    """One run checked every way (a single test: under pytest-xdist, several tests sharing
+    one run could each start their own, at the same time, on the same files)."""
+    started = time.time()
+    proc = run_quick()
+    assert proc.returncode == 0, f"run_all failed:\n{proc.stderr[-5000:]}"
+    assert "## Targets" in proc.stdout, "the summary was not printed"
+    check_results_written(started)
+    for name in run_all.STEPS:
+        check_points(name)
+    check_raftsql_workloads()
+    check_failover_and_catchup()
+    check_plots_and_summary(started)
