@@ -39,7 +39,6 @@ class Progress:
     """Heard from since the last CheckQuorum round."""
     read_round: int = 0
     """Highest ReadIndex heartbeat round this follower acknowledged."""
-    sent_commit: int = 0
     stalls: int = 0
     """Heartbeat answers seen in a row while nothing we sent made progress."""
     progress_mark: int = -1

@@ -1,4 +1,11 @@
-"""Outbound links to the other nodes: one sender task per peer, reconnecting with backoff.
+"""Outbound links to the other nodes: one per peer, reconnecting with backoff.
+
+Messages go out the moment the node hands them over: they are encoded and written
+straight to the (non-blocking) socket from the event loop, all of one Ready's messages
+for a peer in one write. Measured on one writer, handing them to a sender task instead
+cost 0.3-0.4 ms per hop, the time for that task to get the GIL back from a worker
+thread. The sender task only takes over what the kernel did not accept at once, and
+snapshot chunks.
 
 Raft tolerates lost messages, so a link never queues without bound: while a peer is
 unreachable, messages for it are dropped (the leader retransmits from its progress state),
@@ -11,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 import trio
@@ -25,6 +33,9 @@ log = logging.getLogger("raftsql.peers")
 _QUEUE = 4096
 _LINK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 _BATCH = 512
+
+_Item = Message | bytes
+"""What the sender task sends: a message, or the unsent rest of a direct write."""
 
 
 class PeerLink:
@@ -41,13 +52,48 @@ class PeerLink:
         self.address = address
         self._read_chunk = read_chunk
         self._max_frame = max_frame
-        self._send, self._recv = trio.open_memory_channel[Message](_QUEUE)
+        self._send, self._recv = trio.open_memory_channel[_Item](_QUEUE)
+        self._queued = 0
+        """Items in the channel or being sent by the task: while any, a direct write would
+        overtake them, so new messages queue behind."""
+        self._fd: int | None = None
         self.connected = False
         self.dropped = 0
 
     def send(self, m: Message) -> None:
+        self.send_batch((m,))
+
+    def send_batch(self, messages: Sequence[Message]) -> None:
+        """Send ``messages`` in order: written now if the link is idle, else queued."""
+        if self._fd is not None and not self._queued:
+            direct = []
+            for m in messages:
+                if isinstance(m, InstallSnapshot) and m.length and not m.data:
+                    break  # its bytes come from the snapshot file, in the sender task
+                direct.append(m)
+            if direct:
+                self._write_now(direct)
+                messages = messages[len(direct) :]
+        for m in messages:
+            self._enqueue(m)
+
+    def _write_now(self, messages: Sequence[Message]) -> None:
+        assert self._fd is not None
+        data = b"".join(encode_frame(codec.to_wire(m), self._max_frame) for m in messages)
         try:
-            self._send.send_nowait(m)
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.dropped += len(messages)  # the peer is gone; the watcher reconnects
+            return
+        if sent < len(data):
+            self._enqueue(data[sent:])
+
+    def _enqueue(self, item: _Item) -> None:
+        try:
+            self._send.send_nowait(item)
+            self._queued += 1
         except trio.WouldBlock:
             self.dropped += 1
 
@@ -67,6 +113,7 @@ class PeerLink:
                     hello = {"hello": "peer", "id": self.self_id}
                     await stream.send_all(encode_frame(hello, self._max_frame))
                     self.connected = True
+                    self._fd = stream.socket.fileno()
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._watch, stream, nursery.cancel_scope)
                         await self._pump_until_broken(stream)
@@ -75,6 +122,7 @@ class PeerLink:
                 log.debug("link %d->%d lost: %s", self.self_id, self.peer_id, exc)
             finally:
                 self.connected = False
+                self._fd = None  # before the stream closes: never write to a reused fd
             self._drain()
 
     @staticmethod
@@ -106,7 +154,11 @@ class PeerLink:
                 except trio.WouldBlock:
                     break
             frames = []
-            for m in batch:
+            for item in batch:
+                if isinstance(item, bytes):
+                    frames.append(item)
+                    continue
+                m = item
                 if isinstance(m, InstallSnapshot) and m.length and not m.data:
                     try:
                         data = await trio.to_thread.run_sync(self._read_chunk, m)
@@ -115,13 +167,17 @@ class PeerLink:
                         continue
                     m = dataclasses.replace(m, data=data)
                 frames.append(encode_frame(codec.to_wire(m), self._max_frame))
-            await stream.send_all(b"".join(frames))
+            try:
+                await stream.send_all(b"".join(frames))
+            finally:
+                self._queued -= len(batch)
 
     def _drain(self) -> None:
         """Forget what was queued for a peer we cannot reach: it would be stale anyway."""
         while True:
             try:
                 self._recv.receive_nowait()
+                self._queued -= 1
                 self.dropped += 1
             except trio.WouldBlock:
                 return

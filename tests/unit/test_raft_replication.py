@@ -139,9 +139,20 @@ def test_uncommitted_tail_is_bounded() -> None:
     assert c.core(1).last_index < 20
 
 
-def test_commit_index_reaches_followers_without_waiting_for_a_heartbeat() -> None:
+def test_followers_learn_the_commit_index_from_the_next_heartbeat_not_an_extra_round() -> None:
+    """Committing sends nothing by itself: a follower hears of the new commit index with
+    the next append or heartbeat (one writer: no extra wake-apply-answer round per write
+    competing with the leader for the CPU)."""
     c = Cluster(3)
     c.elect(1)
+    c.tick(1, c.core(1).config.heartbeat_ticks)
+    c.deliver()
     c.propose(1, b"a")
     c.deliver()
-    assert [c.core(i).commit for i in (1, 2, 3)] == [2, 2, 2]
+    assert [c.core(i).commit for i in (1, 2, 3)] == [2, 1, 1]
+    c.propose(1, b"b")  # the next append carries commit 2
+    c.deliver()
+    assert [c.core(i).commit for i in (1, 2, 3)] == [3, 2, 2]
+    c.tick(1, c.core(1).config.heartbeat_ticks)  # and the next heartbeat carries commit 3
+    c.deliver()
+    assert [c.core(i).commit for i in (1, 2, 3)] == [3, 3, 3]
