@@ -25,7 +25,7 @@ from raftsql.net.errors import FrameTooLarge, ProtocolError
 from raftsql.net.framing import FrameReader, encode_frame
 from raftsql.raft import Role
 from raftsql.server.node import Node, WriteWaiter
-from raftsql.sql.command import CommandResult, StatementResult
+from raftsql.sql.command import StatementResult, results_to_wire
 from raftsql.sql.statements import classify
 
 log = logging.getLogger("raftsql.clients")
@@ -161,8 +161,7 @@ def _write_on_leader(node: Node, request: Any, replies: _Replies) -> bool:
             if waiter.error is not None:
                 raise waiter.error
             assert waiter.result is not None
-            results = CommandResult.decode(waiter.result).unwrap()
-            answer = {"id": rid, "ok": True, "results": [result_to_wire(r) for r in results]}
+            answer = {"id": rid, "ok": True, "results": results_to_wire(waiter.result)}
         except errors.RaftsqlError as exc:
             answer = {"id": rid, "ok": False, "error": exc.to_wire()}
         except Exception as exc:

@@ -208,6 +208,34 @@ class CommandResult:
         return cls(tuple(results))
 
 
+def results_to_wire(data: bytes) -> list[dict[str, Any]]:
+    """An encoded CommandResult straight to the client protocol's ``results`` (one map per
+    statement), or raise its error: the leader answers every write with this, so it skips
+    building StatementResult objects only to take them apart again."""
+    try:
+        raw = cbor2.loads(data)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable result: {exc}") from exc
+    if (
+        isinstance(raw, list)
+        and raw
+        and raw[0] == _RESULT_OK
+        and (len(raw) - 1) % _RESULT_FIELDS == 0
+    ):
+        return [
+            {
+                "columns": raw[i + 1],
+                "rows": raw[i],
+                "rowcount": raw[i + 2],
+                "lastrowid": raw[i + 3],
+                "truncated": raw[i + 4],
+            }
+            for i in range(1, len(raw), _RESULT_FIELDS)
+        ]
+    CommandResult.decode(data).unwrap()  # raises the command's error (or a ProtocolError)
+    raise ProtocolError("malformed result")
+
+
 def statement(sql: str, params: Sequence[Value] | Mapping[str, Value] | None = None) -> Statement:
     """Build a Statement from the loose shapes callers have (None, list, tuple, mapping)."""
     if params is None:

@@ -26,6 +26,7 @@ from raftsql.sql.command import (
     Statement,
     StatementResult,
     WriteCommand,
+    results_to_wire,
     statement,
 )
 
@@ -215,3 +216,20 @@ def test_a_subclass_must_pick_a_fresh_code() -> None:
 
         class NoCode(SQLError):
             pass
+
+
+def test_results_to_wire_matches_decoding_then_converting() -> None:
+    """The leader's shortcut from an encoded result to the wire gives what the long way
+    (decode, then convert each StatementResult) gives, and raises the same errors."""
+    from raftsql.server.clients import result_to_wire
+
+    ok = CommandResult(
+        (
+            StatementResult([(1, "a"), (2, None)], ["id", "name"], -1, None, False),
+            StatementResult([], [], 1, 7, False),
+        )
+    ).encode()
+    assert results_to_wire(ok) == [result_to_wire(r) for r in CommandResult.decode(ok).unwrap()]
+    failed = CommandResult(error=ConstraintError("UNIQUE constraint failed: t.id")).encode()
+    with pytest.raises(ConstraintError, match="UNIQUE"):
+        results_to_wire(failed)
