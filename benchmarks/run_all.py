@@ -8,7 +8,11 @@ A step that raises, or whose result shows failed requests or lost writes, is rep
 the others still run; the command then exits non-zero naming it, because a benchmark that
 failed must not look like one that passed.
 
-    python -m benchmarks.run_all [--quick] [--only limits,raftsql_load] [--memory]
+With ``--repeat N`` the throughput steps (limits, peers, raftsql load) run N rounds,
+interleaved (all of them, then all again), and each point keeps its median round by
+ops/s; ``runs_ops_per_s`` lists every round's figure, so the spread is visible.
+
+    python -m benchmarks.run_all [--quick] [--only limits,raftsql_load] [--memory] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from benchmarks import common
 
 STEPS = ["limits", "peers_etcd", "peers_pysyncobj", "raftsql_load", "failover", "catchup"]
+REPEATABLE = {"limits", "peers_etcd", "peers_pysyncobj", "raftsql_load"}
 MEMORY = "memory_flat"
 """Only with --memory (or --only): a full run of it takes about 15 minutes."""
 ERROR_CHARS = 300
@@ -72,14 +77,35 @@ def attempt(name: str, action: Callable[[], Any]) -> Outcome:
     return Outcome(name, seconds, error[:ERROR_CHARS] or None)
 
 
-def benchmark(name: str, quick: bool) -> Callable[[], Any]:
-    """The step running ``benchmarks.<name>.run(quick=...)``; imported only when run, so a
-    missing dependency fails that step alone."""
+def benchmark(name: str, quick: bool, results: list[dict[str, Any]]) -> Callable[[], Any]:
+    """The step running ``benchmarks.<name>.run(quick=...)``, its result appended to
+    ``results``; imported only when run, so a missing dependency fails that step alone."""
 
     def step() -> Any:
-        return importlib.import_module(f"benchmarks.{name}").run(quick=quick)
+        result = importlib.import_module(f"benchmarks.{name}").run(quick=quick)
+        results.append(result)
+        return result
 
     return step
+
+
+def median_of_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several rounds of a step: each point (system, workload, clients)
+    is the round with the median ops/s (the lower one of an even count), with every
+    round's ops/s beside it. The rest of the result is the last round's."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rounds:
+        for p in r.get("points", []):
+            groups.setdefault((p["system"], p["workload"], p["clients"]), []).append(p)
+    points = []
+    for same in groups.values():
+        ordered = sorted(same, key=lambda p: p["ops_per_s"])
+        chosen = dict(ordered[(len(ordered) - 1) // 2])
+        chosen["runs_ops_per_s"] = [p["ops_per_s"] for p in same]
+        points.append(chosen)
+    merged = {k: v for k, v in rounds[-1].items() if k != "machine"}
+    merged.update(points=points, rounds=len(rounds))
+    return merged
 
 
 def select(only: str | None, memory: bool) -> list[str]:
@@ -94,15 +120,21 @@ def select(only: str | None, memory: bool) -> list[str]:
     return [n for n in known if n in wanted]
 
 
-def run_steps(names: Sequence[str], quick: bool, began: float) -> list[Outcome]:
+def run_steps(names: Sequence[str], quick: bool, began: float, repeat: int = 1) -> list[Outcome]:
     outcomes = []
-    for i, name in enumerate(names, 1):
-        tag = f"[{i}/{len(names)}] {name}"
-        common.progress(f"{tag}: starting ({time.monotonic() - began:.0f} s elapsed)")
-        outcome = attempt(name, benchmark(name, quick))
-        state = "FAILED" if outcome.error else "done"
-        common.progress(f"{tag}: {state} in {outcome.seconds:.1f} s")
-        outcomes.append(outcome)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_ in range(1, repeat + 1):
+        todo = [n for n in names if n in REPEATABLE or round_ == repeat]
+        for i, name in enumerate(todo, 1):
+            tag = f"[round {round_}/{repeat}, {i}/{len(todo)}] {name}"
+            common.progress(f"{tag}: starting ({time.monotonic() - began:.0f} s elapsed)")
+            outcome = attempt(name, benchmark(name, quick, results[name]))
+            state = "FAILED" if outcome.error else "done"
+            common.progress(f"{tag}: {state} in {outcome.seconds:.1f} s")
+            outcomes.append(outcome)
+    for name, rounds in results.items():
+        if len(rounds) > 1:
+            common.save(name, median_of_rounds(rounds), quick)
     return outcomes
 
 
@@ -135,13 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run (about a minute)")
     p.add_argument("--only", help=f"comma-separated subset of {','.join([*STEPS, MEMORY])}")
     p.add_argument("--memory", action="store_true", help=f"also run {MEMORY} (~15 min)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="rounds of the throughput steps (median kept)"
+    )
     args = p.parse_args(argv)
     try:
         names = select(args.only, args.memory)
     except ValueError as exc:
         p.error(str(exc))
     began = time.monotonic()
-    outcomes = run_steps(names, args.quick, began)
+    outcomes = run_steps(names, args.quick, began, max(1, args.repeat))
     drawn, text = plots_step(args.quick, [o.name for o in outcomes if o.error])
     outcomes.append(drawn)
     if text:

@@ -1,0 +1,25 @@
+"""run_all --repeat keeps, for each point, the round with the median throughput."""
+
+from __future__ import annotations
+
+from benchmarks.common import point
+from benchmarks.run_all import median_of_rounds
+
+
+def _round(ops: dict[int, int]) -> dict[str, object]:
+    return {"points": [point("x", "w", c, n, 1.0, [0.001] * 3) for c, n in ops.items()]}
+
+
+def test_each_point_is_its_median_round_with_every_round_listed() -> None:
+    merged = median_of_rounds(
+        [_round({1: 300, 16: 900}), _round({1: 100, 16: 800}), _round({1: 200, 16: 1000})]
+    )
+    by_clients = {p["clients"]: p for p in merged["points"]}
+    assert by_clients[1]["ops_per_s"] == 200 and by_clients[16]["ops_per_s"] == 900
+    assert by_clients[1]["runs_ops_per_s"] == [300, 100, 200]
+    assert merged["rounds"] == 3
+
+
+def test_an_even_count_keeps_the_lower_middle_round() -> None:
+    merged = median_of_rounds([_round({4: 500}), _round({4: 700})])
+    assert merged["points"][0]["ops_per_s"] == 500
