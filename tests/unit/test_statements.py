@@ -437,3 +437,31 @@ def test_cache_hit_is_much_cheaper_than_a_miss() -> None:
     hit = (time.perf_counter() - start) / n
     assert hit < 20e-6, f"cache hit took {hit * 1e6:.1f} us"
     assert hit * 10 < miss
+
+
+def test_literal_sql_is_analysed_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values written into the SQL text (no parameters) still hit a cache: one analysis
+    per shape, while each Classification keeps its own, unchanged text."""
+    calls: list[str] = []
+    real = statements._analyze
+
+    def counting(sql: str) -> statements.Classification:
+        calls.append(sql)
+        return real(sql)
+
+    monkeypatch.setattr(statements, "_analyze", counting)
+    texts = [f"INSERT INTO shape_t (a, b) VALUES ({n}, 'text {n}')" for n in range(50)]
+    results = [statements.classify(sql) for sql in texts]
+    assert len(calls) == 1
+    assert [r.sql for r in results] == texts
+    assert all(r.is_write and r.param_count == 0 for r in results)
+    other = statements.classify("INSERT INTO shape_t (a, b) VALUES (?, 'x')")
+    assert other.param_count == 1 and len(calls) == 2  # another shape: its own analysis
+
+
+def test_a_refusal_is_never_generalised_to_its_shape() -> None:
+    for n in range(3):
+        with pytest.raises(ForbiddenSQL):
+            statements.classify(f"SELECT load_extension('lib{n}')")
+    ok = statements.classify("SELECT upper('fine')")
+    assert not ok.is_write
