@@ -132,7 +132,9 @@ async def serve_client(node: Node, stream: trio.SocketStream, reader: FrameReade
                     continue
                 except EOFError:
                     break
-                if not _write_on_leader(node, request, replies):
+                if not _write_on_leader(node, request, replies) and not _read_now(
+                    node, request, replies
+                ):
                     nursery.start_soon(handle, request, replies)
             while replies.inflight and not replies.broken:
                 # the client half-closed: still answer what it sent (a write ends within
@@ -182,6 +184,46 @@ def _write_on_leader(node: Node, request: Any, replies: _Replies) -> bool:
         replies.answer({"id": rid, "ok": False, "error": exc.to_wire()})
     except Exception as exc:
         replies.answer(_internal_error(node, request, exc))
+    return True
+
+
+def _read_now(node: Node, request: Any, replies: _Replies) -> bool:
+    """The read hot path, like :func:`_write_on_leader`: started here, answered from its
+    completion callback. False for anything it does not take (then ``_dispatch`` does)."""
+    if not (
+        isinstance(request, dict)
+        and request.get("op") == "read"
+        and request.get("max_lag") is None
+        and request.get("consistency", "linearizable") in ("linearizable", "stale")
+    ):
+        return False
+    rid = request.get("id")
+
+    def done(slot: Any) -> None:
+        replies.inflight -= 1
+        if slot.error is None:
+            answer = result_to_wire(slot.result)
+            answer.update(id=rid, ok=True)
+        elif isinstance(slot.error, errors.RaftsqlError):
+            answer = {"id": rid, "ok": False, "error": slot.error.to_wire()}
+        else:
+            answer = _internal_error(node, request, slot.error)
+        replies.answer(answer)
+
+    try:
+        node.start_read(
+            _required(request, "sql", str),
+            _params(request.get("params")),
+            request.get("consistency", "linearizable"),
+            done,
+        )
+    except errors.RaftsqlError as exc:
+        replies.answer({"id": rid, "ok": False, "error": exc.to_wire()})
+        return True
+    except Exception as exc:
+        replies.answer(_internal_error(node, request, exc))
+        return True
+    replies.inflight += 1
     return True
 
 

@@ -50,13 +50,20 @@ log = logging.getLogger("raftsql.node")
 
 @dataclass(eq=False)
 class _ReadSlot:
-    """One query waiting for the read worker's next batch."""
+    """One query waiting for the read worker's next batch. ``on_done`` (if set) is called
+    in the event loop when it ends: the client connections answer from it, no task."""
 
     sql: str
     params: Any
     done: trio.Event = field(default_factory=trio.Event)
     result: StatementResult | None = None
     error: Exception | None = None
+    on_done: Callable[[_ReadSlot], None] | None = None
+    started: float = 0.0
+    deadline: float = 0.0
+    ctx: bytes = b""
+    retry_at: float = 0.0
+    index: int = 0
 
 
 @dataclass(eq=False)
@@ -116,6 +123,10 @@ class Node:
         """Held by each batch of reads on the reader connection; installing a snapshot
         (which reopens it) and starting one (a WAL checkpoint) take it too."""
         self._read_queue: list[_ReadSlot] = []
+        self._fast_reads: dict[bytes, _ReadSlot] = {}
+        """Callback reads waiting for their read index, by ReadIndex context."""
+        self._reads_to_apply: list[_ReadSlot] = []
+        """Callback reads with a read index, waiting for this node to apply up to it."""
         self._reads_running = False
         self._snapshot_lock = trio.Lock()
         self._snapshotting = False
@@ -178,6 +189,8 @@ class Node:
             self._kick()
             if self._writes:
                 self._expire_writes()
+            if self._fast_reads or self._reads_to_apply:
+                self._expire_reads()
 
     # === the Ready loop ===================================================================
 
@@ -212,9 +225,15 @@ class Node:
             if event is not None:  # else the read gave up waiting: forget its answer
                 self._read_index[rs.ctx] = rs.index
                 event.set()
+            slot = self._fast_reads.pop(rs.ctx, None)
+            if slot is not None:
+                slot.index = rs.index
+                self._reads_to_apply.append(slot)
         self.core.advance(rd)
         self._applied_changed.set()
         self._applied_changed = trio.Event()
+        if self._reads_to_apply:
+            self._release_applied_reads()
         self._maybe_snapshot()
 
     def _send(self, messages: Sequence[Message]) -> None:
@@ -497,15 +516,98 @@ class Node:
         self._latency["read"].append(time.monotonic() - started)
         return result
 
-    async def _query(self, sql: str, params: Any) -> StatementResult:
-        """Queue a query for the read worker, which runs every query queued meanwhile in
-        one job: under load, one thread round trip serves a whole batch of reads."""
-        slot = _ReadSlot(sql, params)
+    def start_read(
+        self, sql: str, params: Any, consistency: str, on_done: Callable[[_ReadSlot], None]
+    ) -> None:
+        """Start a read whose end calls ``on_done`` in the loop (result or error on the
+        slot): the client connections' path, with no task, event or cancel scope per read.
+        Raises at once for a statement that cannot be read, or when no read index can
+        even be asked for (no leader known)."""
+        c = classify(sql)
+        if c.is_write:
+            raise errors.ParameterError("this statement writes: send it as a write")
+        now = time.monotonic()
+        slot = _ReadSlot(sql, check_params(c, params), on_done=on_done, started=now)
+        slot.deadline = now + self.config.request_timeout
+        if consistency == "stale":
+            self._enqueue_query(slot)
+            return
+        if consistency != "linearizable":
+            raise errors.ParameterError(
+                f"unknown consistency {consistency!r}: use 'linearizable' or 'stale'"
+            )
+        self._ask_read_index(slot)
+
+    def _ask_read_index(self, slot: _ReadSlot) -> None:
+        """A fresh context per attempt (etcd #20418): an answer to an older attempt that
+        arrives late is simply not found."""
+        slot.ctx = os.urandom(16)
+        try:
+            self.core.read_index(slot.ctx)
+        except NotLeader:
+            raise self._not_leader() from None
+        slot.retry_at = time.monotonic() + self.config.tick_seconds * self.config.election_ticks * 2
+        self._fast_reads[slot.ctx] = slot
+        self._kick()
+
+    def _release_applied_reads(self) -> None:
+        applied = self.core.applied
+        waiting = []
+        for slot in self._reads_to_apply:
+            if slot.index <= applied:
+                self._enqueue_query(slot)
+            else:
+                waiting.append(slot)
+        self._reads_to_apply = waiting
+
+    def _expire_reads(self) -> None:
+        """The ticker's sweep: retry a read index that got no answer (leader change, lost
+        message) with a new context; fail what waited past the request timeout."""
+        now = time.monotonic()
+        for ctx, slot in list(self._fast_reads.items()):
+            if slot.retry_at > now:
+                continue
+            del self._fast_reads[ctx]
+            if slot.deadline <= now:
+                self._end_read(slot, errors.RequestTimeout("no read index within the timeout"))
+                continue
+            try:
+                self._ask_read_index(slot)
+            except errors.RaftsqlError as exc:
+                self._end_read(slot, exc)
+        late = [s for s in self._reads_to_apply if s.deadline <= now]
+        if late:
+            self._reads_to_apply = [s for s in self._reads_to_apply if s.deadline > now]
+            for slot in late:
+                self._end_read(
+                    slot, errors.RequestTimeout(f"did not apply up to the read index {slot.index}")
+                )
+
+    def _end_read(self, slot: _ReadSlot, error: Exception | None = None) -> None:
+        if error is not None:
+            slot.error = error
+        elif slot.error is None:
+            self.counters["reads"] += 1
+            self._latency["read"].append(time.monotonic() - slot.started)
+        slot.done.set()
+        if slot.on_done is not None:
+            try:
+                slot.on_done(slot)
+            except Exception:
+                log.exception("node %d: a read's completion callback failed", self.config.id)
+
+    def _enqueue_query(self, slot: _ReadSlot) -> None:
         self._read_queue.append(slot)
         if not self._reads_running:
             self._reads_running = True
             assert self._nursery is not None
             self._nursery.start_soon(self._serve_reads)
+
+    async def _query(self, sql: str, params: Any) -> StatementResult:
+        """Queue a query for the read worker, which runs every query queued meanwhile in
+        one job: under load, one thread round trip serves a whole batch of reads."""
+        slot = _ReadSlot(sql, params)
+        self._enqueue_query(slot)
         await slot.done.wait()
         if slot.error is not None:
             raise slot.error
@@ -519,7 +621,10 @@ class Node:
                 async with self._reader_lock:
                     await self._reads_worker.run(self._run_queries, batch)
                 for slot in batch:
-                    slot.done.set()
+                    if slot.on_done is not None:
+                        self._end_read(slot)
+                    else:
+                        slot.done.set()
         finally:
             self._reads_running = False
 

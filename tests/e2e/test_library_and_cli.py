@@ -101,3 +101,56 @@ def test_cluster_up_status_shell_down(tmp_path: Path) -> None:
     assert down.returncode == 0
     after = run_cli("status", "--dir", str(home), home=home)
     assert after.returncode == 1 and "unreachable" in after.stdout
+
+
+async def test_a_read_on_a_leader_that_lost_its_quorum_ends_in_an_error(tmp_path: Path) -> None:
+    """The callback read path (what client connections use) never hangs and never answers
+    from a leader that cannot confirm it still leads: with both followers gone, a read
+    ends in RequestTimeout or NotLeaderError within the request timeout."""
+    ports = free_ports(3)
+    peers = {i + 1: ("127.0.0.1", p) for i, p in enumerate(ports)}
+    configs = {
+        i: NodeConfig(id=i, peers=peers, data_dir=tmp_path / f"n{i}", request_timeout=2.0)
+        for i in peers
+    }
+    nodes: dict[int, Node] = {}
+    stops = {i: trio.Event() for i in peers}
+
+    async def run(i: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with open_node(configs[i]) as node:
+            nodes[i] = node
+            task_status.started()
+            await stops[i].wait()
+
+    async with trio.open_nursery() as nursery:
+        for i in peers:
+            await nursery.start(run, i)
+        leader = await wait_leader(list(nodes.values()))
+        await leader.write([("CREATE TABLE t (x)", ()), ("INSERT INTO t VALUES (7)", ())])
+        ended: list[object] = []
+        done = trio.Event()
+
+        def on_done(slot: object) -> None:
+            ended.append(slot)
+            done.set()
+
+        leader.start_read("SELECT x FROM t", (), "linearizable", on_done)
+        with trio.fail_after(10):
+            await done.wait()
+        assert ended[0].error is None and ended[0].result.rows == [(7,)]  # type: ignore[attr-defined]
+        for i in peers:
+            if i != leader.config.id:
+                stops[i].set()
+        await trio.sleep(0.2)
+        ended.clear()
+        done = trio.Event()
+        try:
+            leader.start_read("SELECT x FROM t", (), "linearizable", on_done)
+        except errors.NotLeaderError:
+            pass  # it already stepped down (CheckQuorum): refused at once, also fine
+        else:
+            with trio.fail_after(10):
+                await done.wait()
+            error = ended[0].error  # type: ignore[attr-defined]
+            assert isinstance(error, errors.RequestTimeout | errors.NotLeaderError), error
+        stops[leader.config.id].set()
