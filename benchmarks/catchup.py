@@ -28,7 +28,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +61,6 @@ def status(cluster: LocalCluster, node: int, timeout: float = 0.2) -> dict[str, 
         return None
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    """Poll ``check`` until it returns something other than None; raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value is not None:
-            return value
-        time.sleep(POLL_S)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-
-
 def all_current(cluster: LocalCluster) -> dict[int, dict[str, Any]]:
     """Wait until every node has applied the leader's commit index; their statuses."""
 
@@ -87,7 +76,7 @@ def all_current(cluster: LocalCluster) -> dict[int, dict[str, Any]]:
             return None
         return found
 
-    return wait_for("all nodes current", check, 60)
+    return common.wait_for("all nodes current", check, 60)
 
 
 def load(cluster: LocalCluster, requests: Sequence[Statements]) -> float:
@@ -267,7 +256,7 @@ def all_current_leader(cluster: LocalCluster, leader: int) -> dict[str, Any]:
         ok = st and st["role"] == "leader" and st["commit"] == st["last_index"] == st["applied"]
         return st if ok else None
 
-    return wait_for(f"leader {leader} to apply its log", check, 60)
+    return common.wait_for(f"leader {leader} to apply its log", check, 60)
 
 
 def snapshot_catchup(megabytes: float, batch: int) -> dict[str, Any]:

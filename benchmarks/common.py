@@ -9,13 +9,16 @@ peers alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +100,32 @@ def save(name: str, data: dict[str, Any], quick: bool = False) -> Path:
     path.write_text(json.dumps({"machine": machine(), **data}, indent=1) + "\n")
     progress(f"saved {path}")
     return path
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, poll: float = 0.01) -> Any:
+    """Poll ``check`` until it returns something other than None; raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value is not None:
+            return value
+        time.sleep(poll)
+    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while a peer cluster runs, so ``finally`` blocks
+    stop it also when the benchmark is terminated (Ctrl-C already raises)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,17 +156,6 @@ class Probe:
             c.close()
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    """Poll ``check`` until it returns something other than None; raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value is not None:
-            return value
-        time.sleep(POLL_S)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-
-
 def leader_status(probe: Probe, nodes: Sequence[int]) -> dict[str, Any] | None:
     """The status of whichever of ``nodes`` says it leads (the highest term, if several)."""
     found = [s for s in (probe.status(i) for i in nodes) if s and s["role"] == "leader"]
@@ -214,13 +203,13 @@ def wait_caught_up(probe: Probe, nodes: Sequence[int], node: int, timeout: float
         st = probe.status(node)
         return True if st is not None and st["applied"] >= lead["commit"] else None
 
-    wait_for(f"node {node} catching up", check, timeout)
+    common.wait_for(f"node {node} catching up", check, timeout)
 
 
 def steady_leader(cluster: LocalCluster, probe: Probe) -> dict[str, Any]:
     """The leader's status, once every node is up to date with it."""
     nodes = sorted(cluster.ports)
-    lead = wait_for("a leader", lambda: leader_status(probe, nodes), 30)
+    lead = common.wait_for("a leader", lambda: leader_status(probe, nodes), 30)
     for i in nodes:
         if i != lead["id"]:
             wait_caught_up(probe, nodes, i, 60)
@@ -262,7 +251,7 @@ def one_trial(
     def new_ack() -> float | None:
         return writers.first_new_ack(t_dead, t_guard)
 
-    wait_for("a write acknowledged after the kill", new_ack, 60)
+    common.wait_for("a write acknowledged after the kill", new_ack, 60)
     time.sleep(max(0.0, t_kill + after_s - time.monotonic()))
     first_ack = new_ack()  # again: a writer may have recorded an earlier ack a bit late
     assert first_ack is not None

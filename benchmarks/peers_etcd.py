@@ -26,19 +26,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from raftsql.cluster import free_ports
 
 HOST = "127.0.0.1"
 KEYS = 10_000
@@ -57,13 +55,6 @@ def key_name(i: int) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick for port 0)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def require(tool: str) -> str:
@@ -85,24 +76,6 @@ def _die_with_parent() -> None:
     (e.g. SIGKILL), so no etcd outlives it. Best effort; Linux only."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while the cluster runs, so ``finally`` blocks
-    stop it also when the benchmark is terminated (Ctrl-C already raises)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def post(port: int, path: str, body: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
@@ -176,7 +149,7 @@ class EtcdCluster:
     def start(self) -> None:
         etcd = require("etcd")
         self.members = [
-            Member(f"m{i}", free_port(), free_port(), self.directory / f"m{i}.log")
+            Member(f"m{i}", *free_ports(2), self.directory / f"m{i}.log")
             for i in range(1, self.size + 1)
         ]
         initial = ",".join(f"{m.name}=http://{HOST}:{m.peer_port}" for m in self.members)
@@ -359,7 +332,7 @@ def run(
     levels = clients or (common.QUICK_CLIENTS if quick else common.CLIENTS)
     seconds = max(1, round(duration or (1 if quick else 5)))  # wrk takes whole seconds
     points: list[dict[str, Any]] = []
-    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="raftsql-etcd-") as tmp:
+    with common.sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="raftsql-etcd-") as tmp:
         began = time.monotonic()
         with EtcdCluster(Path(tmp)) as cluster:
             cluster.wait_healthy()

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from benchmarks.peers_etcd import free_port, sigterm_as_interrupt
+from raftsql.cluster import free_ports
 
 HOST = "127.0.0.1"
 KEYS = 10_000
@@ -257,7 +257,7 @@ class Cluster:
 
     def __enter__(self) -> Cluster:
         ctx = multiprocessing.get_context("spawn")
-        ports = [free_port() for _ in range(self.size)]
+        ports = free_ports(self.size)
         try:
             for port in ports:
                 ours, theirs = ctx.Pipe()
@@ -354,7 +354,7 @@ def run(quick: bool = False, duration: float | None = None) -> dict[str, Any]:
 
     seconds = duration or (0.5 if quick else 5.0)
     points = []
-    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="raftsql-pso-") as tmp:
+    with common.sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="raftsql-pso-") as tmp:
         for w in WORKLOADS:
             points.append(measure(Path(tmp), w, seconds))
     data = {

@@ -189,13 +189,8 @@ def _write_on_leader(node: Node, request: Any, replies: _Replies) -> bool:
 
 def _read_now(node: Node, request: Any, replies: _Replies) -> bool:
     """The read hot path, like :func:`_write_on_leader`: started here, answered from its
-    completion callback. False for anything it does not take (then ``_dispatch`` does)."""
-    if not (
-        isinstance(request, dict)
-        and request.get("op") == "read"
-        and request.get("max_lag") is None
-        and request.get("consistency", "linearizable") in ("linearizable", "stale")
-    ):
+    completion callback. False for any other op."""
+    if not (isinstance(request, dict) and request.get("op") == "read"):
         return False
     rid = request.get("id")
 
@@ -214,8 +209,9 @@ def _read_now(node: Node, request: Any, replies: _Replies) -> bool:
         node.start_read(
             _required(request, "sql", str),
             _params(request.get("params")),
-            request.get("consistency", "linearizable"),
+            _opt(request, "consistency", str, "linearizable"),
             done,
+            max_lag=request.get("max_lag") if isinstance(request.get("max_lag"), int) else None,
         )
     except errors.RaftsqlError as exc:
         replies.answer({"id": rid, "ok": False, "error": exc.to_wire()})
@@ -248,15 +244,6 @@ async def _dispatch(node: Node, req: Any) -> dict[str, Any]:
             forwarded=req.get("forwarded") is True,
         )
         return {"results": [result_to_wire(r) for r in outcome.unwrap()]}
-    if op == "read":
-        sql = _required(req, "sql", str)
-        result = await node.read(
-            sql,
-            _params(req.get("params")),
-            consistency=_opt(req, "consistency", str, "linearizable"),
-            max_lag=req.get("max_lag") if isinstance(req.get("max_lag"), int) else None,
-        )
-        return result_to_wire(result)
     if op == "execute":
         sql = _required(req, "sql", str)
         params = _params(req.get("params"))

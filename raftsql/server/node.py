@@ -112,10 +112,7 @@ class Node:
             if pid != config.id
         }
         self._work = trio.Event()
-        self._applied_changed = trio.Event()
         self._writes: dict[int, WriteWaiter] = {}
-        self._reads: dict[bytes, trio.Event] = {}
-        self._read_index: dict[bytes, int] = {}
         self._machine_lock = trio.Lock()
         """Held while the writer connection is used outside the apply path (snapshots,
         digests) and while a snapshot is installed."""
@@ -221,17 +218,11 @@ class Node:
         else:
             self._send(rd.messages_after_persist)
         for rs in rd.read_states:
-            event = self._reads.get(rs.ctx)
-            if event is not None:  # else the read gave up waiting: forget its answer
-                self._read_index[rs.ctx] = rs.index
-                event.set()
             slot = self._fast_reads.pop(rs.ctx, None)
-            if slot is not None:
+            if slot is not None:  # else the read was retried or gave up: forget the answer
                 slot.index = rs.index
                 self._reads_to_apply.append(slot)
         self.core.advance(rd)
-        self._applied_changed.set()
-        self._applied_changed = trio.Event()
         if self._reads_to_apply:
             self._release_applied_reads()
         self._maybe_snapshot()
@@ -493,34 +484,38 @@ class Node:
         consistency: str = "linearizable",
         max_lag: int | None = None,
     ) -> Any:
-        """Run a read-only query: linearizable (ReadIndex, on any node) or stale (local)."""
-        started = time.monotonic()
-        c = classify(sql)
-        if c.is_write:
-            raise errors.ParameterError("this statement writes: send it as a write")
-        params = check_params(c, params)
-        if consistency == "linearizable":
-            await self._wait_read_index()
-        elif consistency == "stale":
-            if max_lag is not None and self.core.commit - self.core.applied > max_lag:
-                raise errors.UnavailableError(
-                    f"node {self.config.id} lags {self.core.commit - self.core.applied} "
-                    f"entries behind its commit index (max_lag={max_lag})"
-                )
-        else:
-            raise errors.ParameterError(
-                f"unknown consistency {consistency!r}: use 'linearizable' or 'stale'"
-            )
-        result = await self._query(sql, params)
-        self.counters["reads"] += 1
-        self._latency["read"].append(time.monotonic() - started)
-        return result
+        """Run a read-only query: linearizable (ReadIndex, on any node) or stale (local).
+
+        The library's way in to :meth:`start_read`; while no leader is known (an
+        election), it keeps asking until the request timeout."""
+        deadline = trio.current_time() + self.config.request_timeout
+        while True:
+            try:
+                slot = self.start_read(sql, params, consistency, max_lag=max_lag)
+                await slot.done.wait()
+                error = slot.error
+            except errors.NotLeaderError as exc:
+                error = exc
+            if not isinstance(error, errors.NotLeaderError):
+                break
+            if trio.current_time() >= deadline:
+                raise errors.RequestTimeout("no read index within the timeout (no quorum?)")
+            await trio.sleep(self.config.tick_seconds)
+        if error is not None:
+            raise error
+        return slot.result
 
     def start_read(
-        self, sql: str, params: Any, consistency: str, on_done: Callable[[_ReadSlot], None]
-    ) -> None:
-        """Start a read whose end calls ``on_done`` in the loop (result or error on the
-        slot): the client connections' path, with no task, event or cancel scope per read.
+        self,
+        sql: str,
+        params: Any,
+        consistency: str,
+        on_done: Callable[[_ReadSlot], None] | None = None,
+        max_lag: int | None = None,
+    ) -> _ReadSlot:
+        """Start a read; its slot's ``done`` is set, and ``on_done`` called in the loop,
+        when it ends (result or error on the slot). The client connections call this
+        directly, with no task, cancel scope or event wait per read.
         Raises at once for a statement that cannot be read, or when no read index can
         even be asked for (no leader known)."""
         c = classify(sql)
@@ -530,13 +525,20 @@ class Node:
         slot = _ReadSlot(sql, check_params(c, params), on_done=on_done, started=now)
         slot.deadline = now + self.config.request_timeout
         if consistency == "stale":
+            lag = self.core.commit - self.core.applied
+            if max_lag is not None and lag > max_lag:
+                raise errors.UnavailableError(
+                    f"node {self.config.id} lags {lag} entries behind its commit index "
+                    f"(max_lag={max_lag})"
+                )
             self._enqueue_query(slot)
-            return
+            return slot
         if consistency != "linearizable":
             raise errors.ParameterError(
                 f"unknown consistency {consistency!r}: use 'linearizable' or 'stale'"
             )
         self._ask_read_index(slot)
+        return slot
 
     def _ask_read_index(self, slot: _ReadSlot) -> None:
         """A fresh context per attempt (etcd #20418): an answer to an older attempt that
@@ -603,17 +605,6 @@ class Node:
             assert self._nursery is not None
             self._nursery.start_soon(self._serve_reads)
 
-    async def _query(self, sql: str, params: Any) -> StatementResult:
-        """Queue a query for the read worker, which runs every query queued meanwhile in
-        one job: under load, one thread round trip serves a whole batch of reads."""
-        slot = _ReadSlot(sql, params)
-        self._enqueue_query(slot)
-        await slot.done.wait()
-        if slot.error is not None:
-            raise slot.error
-        assert slot.result is not None
-        return slot.result
-
     async def _serve_reads(self) -> None:
         try:
             while self._read_queue:
@@ -621,10 +612,7 @@ class Node:
                 async with self._reader_lock:
                     await self._reads_worker.run(self._run_queries, batch)
                 for slot in batch:
-                    if slot.on_done is not None:
-                        self._end_read(slot)
-                    else:
-                        slot.done.set()
+                    self._end_read(slot)
         finally:
             self._reads_running = False
 
@@ -635,36 +623,6 @@ class Node:
                 slot.result = self.machine.query(slot.sql, slot.params, self.config.max_read_rows)
             except Exception as exc:
                 slot.error = exc
-
-    async def _wait_read_index(self) -> None:
-        """Get a read index (fresh ctx per attempt, etcd #20418) and wait to apply it."""
-        deadline = trio.current_time() + self.config.request_timeout
-        attempt_timeout = self.config.tick_seconds * self.config.election_ticks * 2
-        while True:
-            if trio.current_time() >= deadline:
-                raise errors.RequestTimeout("no read index within the timeout (no quorum?)")
-            ctx = os.urandom(16)
-            event = trio.Event()
-            self._reads[ctx] = event
-            try:
-                try:
-                    self.core.read_index(ctx)
-                except NotLeader:
-                    await trio.sleep(self.config.tick_seconds)
-                    continue
-                self._kick()
-                with trio.move_on_at(min(deadline, trio.current_time() + attempt_timeout)):
-                    await event.wait()
-            finally:
-                self._reads.pop(ctx, None)
-            index = self._read_index.pop(ctx, None)
-            if index is not None:
-                break
-        while self.core.applied < index:
-            with trio.move_on_at(deadline):
-                await self._applied_changed.wait()
-            if trio.current_time() >= deadline:
-                raise errors.RequestTimeout(f"did not apply up to the read index {index} in time")
 
     async def digest(self) -> dict[str, Any]:
         """The applied index and a SHA-256 of the serialized database at that index."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from raftsql import errors
 from raftsql.cluster import free_ports
 from raftsql.server.config import NodeConfig
 from raftsql.server.node import Node, open_node
+from tests.e2e.cli_runner import run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,19 +60,6 @@ async def test_a_single_node_restarts_with_its_data(tmp_path: Path) -> None:
     async with open_node(config) as node:
         await wait_leader([node])
         assert (await node.read("SELECT x FROM t")).rows == [(42,)]
-
-
-def run_cli(*args: str, home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, RAFTSQL_HOME=str(home))
-    return subprocess.run(
-        [sys.executable, "-m", "raftsql", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 def test_cluster_up_status_shell_down(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ import pytest
 from raftsql.cluster import LocalCluster, free_ports
 from raftsql.shell.loading import read_restore_file
 from raftsql.shell.splitter import split_sql
+from tests.e2e.cli_runner import run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -120,19 +120,6 @@ def term(hosts: str, tmp_path: Path) -> Iterator[Term]:
     t = Term(hosts, tmp_path / "home")
     yield t
     t.child.close(force=True)
-
-
-def run_cli(*args: str, home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, RAFTSQL_HOME=str(home))
-    return subprocess.run(
-        [sys.executable, "-m", "raftsql", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=120,
-        env=env,
-        check=False,
-    )
 
 
 # --- statements, transactions, errors ---------------------------------------------------
