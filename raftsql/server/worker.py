@@ -44,10 +44,16 @@ class Worker:
                 return
             fn, args, deliver = job
             result = outcome.capture(fn, *args)
+            # drop our references before waiting for the next job, which may be long:
+            # the result belongs to the caller alone (a snapshot kept alive here looked
+            # "still open" to the next one)
+            del job, fn, args
             try:
                 self._token.run_sync_soon(deliver, result)
             except trio.RunFinishedError:
                 return
+            finally:
+                del deliver, result
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the worker thread; return its result or raise its error."""

@@ -93,6 +93,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import time
 import urllib.parse
 import weakref
 from collections.abc import Mapping, Sequence
@@ -124,6 +125,11 @@ SESSIONS_TABLE = "_raftsql_sessions"
 DEFAULT_SESSION_TTL_NS = 24 * 3600 * 10**9
 DEFAULT_EXPIRE_EVERY = 1024
 BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_PAGES = 1000
+"""WAL size (pages) from which :attr:`StateMachine.checkpoint_due` asks for a checkpoint
+(SQLite's own autocheckpoint threshold, which we replace: see :meth:`checkpoint`)."""
+PROGRESS_STEPS = 1000
+"""SQLite VM steps between two looks at an apply's deadline (a few microseconds of work)."""
 COPY_CHUNK = 1 << 20
 
 _HEADER_COUNTERS = ((24, 28), (92, 96))
@@ -232,6 +238,10 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class _OverBudget(Exception):
+    """The apply's deadline passed; its current run was rolled back."""
+
+
 class StateMachine:
     """One node's replicated SQLite database. See the module docstring for the design."""
 
@@ -260,6 +270,10 @@ class StateMachine:
         self._snapshots: weakref.WeakSet[Snapshot] = weakref.WeakSet()
         self._applied = 0
         self._closed = False
+        self._deadline: float | None = None
+        self._over_budget = False
+        self.wal_pages = 0
+        """Pages in the WAL after the last commit (from SQLite's WAL hook)."""
         self._open()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -278,6 +292,10 @@ class StateMachine:
             db.authorizer = self._auth
             self._db = db
             self._setup()
+            # Replaces SQLite's autocheckpoint, which would run inside a COMMIT: commits
+            # may happen on the server's event loop, checkpoints (fsyncs) must not.
+            db.set_wal_hook(self._wal_hook)
+            db.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
         except BaseException:
             db.close(True)
             raise
@@ -286,6 +304,12 @@ class StateMachine:
         configure(reader)
         reader.authorizer = self._read_auth
         self._reader = reader
+        checkpointer = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE)
+        checkpointer.set_busy_timeout(BUSY_TIMEOUT_MS)
+        # a connection opens its file (and the WAL index) lazily: until it has read
+        # something, its checkpoints silently do nothing
+        checkpointer.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+        self._checkpointer = checkpointer
 
     def _setup(self) -> None:
         """Connection settings and internal tables. Everything that changes what SQL means
@@ -336,6 +360,7 @@ class StateMachine:
         for snap in list(self._snapshots):
             snap.close()
         self._reader.close(True)
+        self._checkpointer.close(True)
         self._db.close(True)
         self._env.close()
 
@@ -367,12 +392,21 @@ class StateMachine:
 
     # --- apply -------------------------------------------------------------------------
 
-    def apply(self, batch: Sequence[tuple[int, bytes | None]]) -> list[bytes | None]:
+    def apply(
+        self, batch: Sequence[tuple[int, bytes | None]], deadline: float | None = None
+    ) -> list[bytes | None]:
         """Apply committed entries ``(index, payload)`` in one transaction; return each
         entry's encoded CommandResult (None for a no-op entry, ``payload=None``).
 
         Indices must continue ``applied_index`` without gaps. Raises MachineError if the
         node fails (nothing of the failed run is applied; see ``applied_index``).
+
+        ``deadline`` (a ``time.perf_counter()`` value) lets the server apply on its event
+        loop without ever stalling it: once the deadline passes, SQLite is interrupted, the
+        unfinished transaction rolled back, and only the results of the entries already
+        committed are returned (a shorter list; often empty). The caller applies the rest
+        elsewhere, with no deadline. Nothing depends on where a batch was cut: a rolled
+        back run leaves no trace, and the redo computes the same results.
         """
         if self._closed:
             raise MachineError("the state machine is closed")
@@ -387,9 +421,49 @@ class StateMachine:
                 )
         results: list[bytes | None] = [None] * len(batch)
         pos = 0
-        while pos < len(batch):
-            pos = self._apply_run(batch, pos, results)
+        self._deadline, self._over_budget = deadline, False
+        try:
+            while pos < len(batch):
+                pos = self._apply_run(batch, pos, results)
+        except _OverBudget:
+            return results[:pos]
+        finally:
+            self._deadline = None
         return results
+
+    def _past_deadline(self) -> bool:
+        """SQLite's progress handler: True interrupts the statement running."""
+        if self._deadline is not None and time.perf_counter() > self._deadline:
+            self._over_budget = True
+            return True
+        return False
+
+    def _commit(self) -> None:
+        """COMMIT with the deadline off: an interrupted COMMIT could leave us unsure
+        whether it happened, and by then the work is done anyway."""
+        deadline, self._deadline = self._deadline, None
+        try:
+            self._exec("COMMIT")
+        finally:
+            self._deadline = deadline
+
+    def _wal_hook(self, _conn: apsw.Connection, _name: str, pages: int) -> int:
+        self.wal_pages = pages
+        return apsw.SQLITE_OK
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """The WAL has grown enough that :meth:`checkpoint` should run."""
+        return self.wal_pages >= CHECKPOINT_PAGES
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the database file (PASSIVE: it never waits
+        for, or blocks, the writer or the readers). Runs on a connection of its own, so
+        call it from any one thread, while applies go on elsewhere."""
+        try:
+            self._checkpointer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.Error as exc:
+            raise MachineError(f"checkpoint failed: {exc!r}") from exc
 
     def _apply_run(
         self,
@@ -417,15 +491,17 @@ class StateMachine:
                     results[i] = self._finish(
                         batch[i][0], lost.command, CommandResult(error=lost.error)
                     )
-                    self._exec("COMMIT")
+                    self._commit()
                     return i + 1
-            self._exec("COMMIT")
+            self._commit()
             return len(batch)
         except BaseException as exc:
             if self._db.in_transaction:
                 with contextlib.suppress(apsw.Error):
                     self._exec("ROLLBACK")
             self._applied = before
+            if self._over_budget:
+                raise _OverBudget from exc
             if isinstance(exc, MachineError | KeyboardInterrupt | SystemExit):
                 raise
             raise MachineError(f"applying entries from {batch[start][0]} failed: {exc!r}") from exc
@@ -648,7 +724,7 @@ class StateMachine:
         batches from the apply thread. Close the returned Snapshot when done."""
         if self._closed:
             raise MachineError("the state machine is closed")
-        if self._snapshots:
+        if any(not snap.closed for snap in self._snapshots):
             # Its pinned read would keep our checkpoint from emptying the WAL.
             raise MachineError("a snapshot is already open: close it first")
         self._checkpoint()
@@ -682,7 +758,7 @@ class StateMachine:
         """Replace the whole database with the snapshot at ``path``; return the snapshot's
         applied index, which becomes ``applied_index``. Sessions come with it, so exactly-
         once holds across the restore."""
-        if self._snapshots:
+        if any(not snap.closed for snap in self._snapshots):
             raise MachineError("close open snapshots before restoring")
         snapshot_index(path)  # refuse a file that is not a raftsql snapshot, before closing
         tmp = self.path + ".restore-tmp"
@@ -691,6 +767,7 @@ class StateMachine:
             os.fsync(f.fileno())
         self._checkpoint()
         self._reader.close(True)
+        self._checkpointer.close(True)
         self._db.close(True)
         try:
             for suffix in ("-wal", "-shm"):
@@ -749,6 +826,10 @@ class Snapshot:
         os.replace(tmp, path)
         _fsync_dir(path)
         return self.size
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
 
     def close(self) -> None:
         if self._conn is not None:

@@ -202,3 +202,51 @@ def test_kill_leader_under_load_loses_no_acknowledged_write(make_cluster: MakeCl
         st = c.status()
     assert st["counters"]["snapshots_installed"] >= 1, "it should have caught up from a snapshot"
     assert time.monotonic() - killed_at < 120
+
+
+def test_a_long_write_runs_off_the_event_loop(make_cluster: MakeCluster) -> None:
+    """Nodes apply on their event loop under a time budget: a statement that runs for
+    seconds is cut off and finished by the disk worker, so heartbeats go on (the leader
+    stays leader of the same term) and requests are answered while it runs."""
+    cluster = make_cluster()
+    leader = cluster.wait_for_leader()
+    with Client([cluster.address(leader)]) as c:
+        c.execute("CREATE TABLE big (x)")
+        term = c.status()["term"]
+    heavy = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 6000000) "
+        "INSERT INTO big SELECT x FROM c"
+    )
+    done = threading.Event()
+
+    def long_write() -> None:
+        try:
+            with Client([cluster.address(leader)], timeout=120) as c:
+                assert c.execute(heavy).rowcount == 6_000_000
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    polls, slowest, oldest_ack = 0, 0.0, 0.0
+    with Client([cluster.address(leader)], timeout=10) as c:
+        while not done.is_set():
+            started = time.monotonic()
+            st = c.status()
+            slowest = max(slowest, time.monotonic() - started)
+            polls += 1
+            assert (st["role"], st["term"]) == ("leader", term)
+            # heartbeats and their answers go on on every node while they apply
+            oldest_ack = max([oldest_ack] + [p["last_ack"] for p in st["progress"].values()])
+            time.sleep(0.05)
+    writer.join()
+    assert polls >= 5, "the write was too quick to show anything"
+    assert slowest < 1.0
+    assert oldest_ack < 1.0
+    wait_converged(cluster)
+    for i in sorted(cluster.ports):
+        with Client([cluster.address(i)]) as c:
+            st = c.status()
+            assert st["term"] == term
+            assert st["counters"]["applies_moved"] >= 1
+            assert c.query("SELECT count(*) FROM big", consistency="stale").rows == [(6_000_000,)]
