@@ -177,6 +177,8 @@ def time_catch_up(
         if st is not None and serving is None:
             serving, applied_at_serving = now - t0, st["applied"]
         if st is not None and st["applied"] >= target:
+            if watch is not None:
+                watch.poll()  # the snapshot may have landed since the last look
             break
         if now - t0 > 300:
             raise TimeoutError(f"node {node} did not catch up to {target} in 300 s (last: {st})")
