@@ -225,11 +225,12 @@ class Node:
             await self._handle_snapshot_ready(rd)
         else:
             if rd.entries or self._term_or_vote_changes(rd):
-                await self._disk.run(self._persist, rd)
-            elif rd.hard_state is not None:
-                # only the commit index moved: a hint, written without an fsync
-                self.storage.hard_state.save(rd.hard_state, sync=False)
-            self._send(rd.messages_after_persist)
+                self._send(await self._disk.run(self._persist_and_send, rd))
+            else:
+                if rd.hard_state is not None:
+                    # only the commit index moved: a hint, written without an fsync
+                    self.storage.hard_state.save(rd.hard_state, sync=False)
+                self._send(rd.messages_after_persist)
             if rd.committed:
                 self._apply_in_order(rd.committed)
         for rs in rd.read_states:
@@ -372,6 +373,22 @@ class Node:
             # the store always syncs a changed term or vote (promises to peers); a commit
             # index alone is a hint that recovery recomputes, so it need not cost an fsync
             self.storage.hard_state.save(rd.hard_state, sync=False)
+
+    def _persist_and_send(self, rd: Ready) -> list[Message]:
+        """In the disk worker: persist, then write the messages that promised it (a
+        follower's acks, votes) straight to their peers' sockets from this thread, so
+        they leave without waiting for the loop to wake. Returns those the links could
+        not take now (busy or down), for the loop to send."""
+        self._persist(rd)
+        by_peer: dict[int, list[Message]] = {}
+        for m in rd.messages_after_persist:
+            by_peer.setdefault(m.to, []).append(m)
+        left: list[Message] = []
+        for peer, batch in by_peer.items():
+            link = self.links.get(peer)
+            if link is not None and not link.send_from_thread(batch):
+                left.extend(batch)
+        return left
 
     def _persist_and_apply(self, rd: Ready) -> dict[int, bytes | None]:
         """In the disk worker, for a Ready that installs a snapshot: persist, hand the

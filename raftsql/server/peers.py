@@ -19,6 +19,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import select
+import socket
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 
@@ -59,6 +62,9 @@ class PeerLink:
         self._fd: int | None = None
         self.connected = False
         self.dropped = 0
+        self._write_lock = threading.Lock()
+        """Held for every write to the socket but the sender task's, and for queueing
+        (which is what starts the sender task): the disk worker writes too."""
 
     def send(self, m: Message) -> None:
         self.send_batch((m,))
@@ -78,19 +84,62 @@ class PeerLink:
             self._enqueue(m)
 
     def _write_now(self, messages: Sequence[Message]) -> None:
-        assert self._fd is not None
         data = b"".join(encode_frame(codec.to_wire(m), self._max_frame) for m in messages)
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.dropped += len(messages)  # the peer is gone; the watcher reconnects
-            return
-        if sent < len(data):
-            self._enqueue(data[sent:])
+        with self._write_lock:
+            fd = self._fd
+            if fd is None:
+                self.dropped += len(messages)
+                return
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.dropped += len(messages)  # the peer is gone; the watcher reconnects
+                return
+            if sent < len(data):
+                self._enqueue_locked(data[sent:])
+
+    def send_from_thread(self, messages: Sequence[Message], timeout: float = 1.0) -> bool:
+        """From the disk worker: write ``messages`` now, without waking the event loop
+        (a follower's acknowledgement leaves the moment its entries are on disk, not one
+        thread hand-off later). False, with nothing sent, if the link is not idle (not
+        connected, or older messages still queued): then the loop sends them.
+
+        A write the kernel takes only in part is finished here, waiting for the socket
+        (the lock keeps every other writer out meanwhile); a peer that takes nothing for
+        ``timeout`` seconds has its connection shut down, and the link reconnects.
+        """
+        data = b"".join(encode_frame(codec.to_wire(m), self._max_frame) for m in messages)
+        with self._write_lock:
+            fd = self._fd
+            if fd is None or self._queued:
+                return False
+            view = memoryview(data)
+            try:
+                while view:
+                    try:
+                        view = view[os.write(fd, view) :]
+                    except BlockingIOError:
+                        if not select.select([], [fd], [], timeout)[1]:
+                            raise TimeoutError("peer not reading") from None
+            except (OSError, TimeoutError):
+                # the stream may now end inside a frame: end the connection (the link
+                # reconnects; Raft resends what was lost)
+                self.dropped += len(messages)
+                with suppress(OSError):
+                    sock = socket.socket(fileno=fd)
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.detach()  # the stream still owns the descriptor
+        return True
 
     def _enqueue(self, item: _Item) -> None:
+        with self._write_lock:
+            self._enqueue_locked(item)
+
+    def _enqueue_locked(self, item: _Item) -> None:
         try:
             self._send.send_nowait(item)
             self._queued += 1
@@ -122,7 +171,8 @@ class PeerLink:
                 log.debug("link %d->%d lost: %s", self.self_id, self.peer_id, exc)
             finally:
                 self.connected = False
-                self._fd = None  # before the stream closes: never write to a reused fd
+                with self._write_lock:
+                    self._fd = None  # before the stream closes: never write to a reused fd
             self._drain()
 
     @staticmethod
