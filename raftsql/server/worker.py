@@ -27,6 +27,14 @@ T = TypeVar("T")
 _Job = tuple[Callable[..., Any], tuple[Any, ...], Callable[[outcome.Outcome[Any]], None]]
 
 
+class Pending:
+    """A job started with :meth:`Worker.submit`."""
+
+    def __init__(self) -> None:
+        self.result: outcome.Outcome[Any] | None = None
+        self.task: trio.lowlevel.Task | None = None
+
+
 class Worker:
     """One thread, one queue. Create inside ``trio.run`` (it needs the loop's token);
     ``close()`` ends the thread after the jobs already queued."""
@@ -67,6 +75,29 @@ class Worker:
         return await trio.lowlevel.wait_task_rescheduled(  # type: ignore[no-any-return]
             lambda _: trio.lowlevel.Abort.FAILED
         )
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Pending:
+        """Start ``fn(*args)`` in the worker thread and return at once; collect its result
+        with :meth:`wait` (the loop may do other work in between)."""
+        pending = Pending()
+
+        def deliver(result: outcome.Outcome[Any]) -> None:
+            pending.result = result
+            if pending.task is not None:
+                trio.lowlevel.reschedule(pending.task, result)
+
+        self._jobs.put((fn, args, deliver))
+        return pending
+
+    @staticmethod
+    async def wait(pending: Pending) -> Any:
+        """The result of a submitted job (or its error). Like :meth:`run`, this waits
+        for the job to finish even if the caller is cancelled."""
+        if pending.result is not None:
+            await trio.lowlevel.checkpoint()
+            return pending.result.unwrap()
+        pending.task = trio.lowlevel.current_task()
+        return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
 
     def call_soon_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """From inside a job: have the event loop call ``fn(*args)`` as soon as it can
