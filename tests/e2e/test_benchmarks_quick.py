@@ -117,3 +117,19 @@ def test_run_all_quick() -> None:
     check_raftsql_workloads()
     check_failover_and_catchup()
     check_plots_and_summary(started)
+
+
+def test_ab_compares_trees() -> None:
+    """The A/B tool runs each tree's own code (here the same tree twice) and saves every
+    round's figure."""
+    argv = [sys.executable, "-m", "benchmarks.ab", "--tree", f"a={ROOT}", "--tree", f"b={ROOT}"]
+    argv += ["--clients", "1,4", "--rounds", "1", "--seconds", "1", "--quick"]
+    started = time.time()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ratio to a" in proc.stdout
+    path = common.RESULTS / "ab.quick.json"
+    assert written_since(path, started)
+    runs = json.loads(path.read_text())["runs_ops_per_s"]
+    assert set(runs) == {"a", "b"}
+    assert all(len(v) == 1 and v[0] > 0 for per in runs.values() for v in per.values())
