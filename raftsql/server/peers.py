@@ -159,20 +159,24 @@ class PeerLink:
             backoff = 0.02
             try:
                 async with stream:
-                    hello = {"hello": "peer", "id": self.self_id}
-                    await stream.send_all(encode_frame(hello, self._max_frame))
-                    self.connected = True
-                    self._fd = stream.socket.fileno()
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._watch, stream, nursery.cancel_scope)
-                        await self._pump_until_broken(stream)
-                        nursery.cancel_scope.cancel()
+                    try:
+                        hello = {"hello": "peer", "id": self.self_id}
+                        await stream.send_all(encode_frame(hello, self._max_frame))
+                        self.connected = True
+                        self._fd = stream.socket.fileno()
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._watch, stream, nursery.cancel_scope)
+                            await self._pump_until_broken(stream)
+                            nursery.cancel_scope.cancel()
+                    finally:
+                        # Forget the descriptor before the stream closes it: once closed,
+                        # its number can be reused by any file this process opens (the
+                        # log, SQLite), and the disk worker writes to it without the loop.
+                        self.connected = False
+                        with self._write_lock:
+                            self._fd = None
             except _LINK_ERRORS as exc:
                 log.debug("link %d->%d lost: %s", self.self_id, self.peer_id, exc)
-            finally:
-                self.connected = False
-                with self._write_lock:
-                    self._fd = None  # before the stream closes: never write to a reused fd
             self._drain()
 
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import trio
 
 from raftsql.net.framing import FrameReader
@@ -113,3 +114,41 @@ async def test_writes_from_the_disk_worker_and_the_loop_never_tear_a_frame() -> 
         by_sender[m.term].append(m.prev_index)
     assert by_sender == {2: list(range(per_writer)), 3: list(range(per_writer))}
     assert link.dropped == 0  # the one tried before the link was up was left to the loop
+
+
+async def test_the_link_forgets_its_descriptor_before_the_socket_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a socket is closed its descriptor number can be handed to any file this
+    process opens next (the log, SQLite); the disk worker writes acks to ``_fd`` without
+    the loop, so the link must drop it before the close, never after."""
+    seen_at_close: list[int | None] = []
+    real_open = trio.open_tcp_stream
+
+    async def open_recording(*args: object, **kwargs: object) -> trio.SocketStream:
+        stream = await real_open(*args, **kwargs)  # type: ignore[arg-type]
+        real_aclose = stream.aclose
+
+        async def aclose() -> None:
+            seen_at_close.append(link._fd)
+            await real_aclose()
+
+        stream.aclose = aclose  # type: ignore[method-assign]
+        return stream
+
+    monkeypatch.setattr(trio, "open_tcp_stream", open_recording)
+
+    async def peer(stream: trio.SocketStream) -> None:
+        await FrameReader(stream, 1 << 20).receive()  # the hello, then hang up
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, peer, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        link = PeerLink(1, 2, ("127.0.0.1", port), _no_chunks, 1 << 20)
+        nursery.start_soon(link.run)
+        with trio.fail_after(5):
+            while not seen_at_close:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert seen_at_close[0] is None
