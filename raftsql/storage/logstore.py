@@ -38,9 +38,9 @@ Crash safety, the part that matters (kill -9 or power loss at any instant):
   newest-first for the suffix and oldest-first for the prefix, with a directory fsync after
   each, so whatever survives a crash is still a contiguous run of segments.
 
-Threading: every public method takes one lock. The server calls this from a worker thread
-(``trio.to_thread``) so fsync never blocks the event loop; a second thread may read
-(``entries``) but waits while an append or sync holds the lock.
+Threading: every public method takes one lock. The server appends and syncs from its disk
+worker thread so fsync never blocks the event loop; another thread may read (``entries``)
+but waits while an append or sync holds the lock.
 """
 
 from __future__ import annotations
