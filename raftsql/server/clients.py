@@ -205,6 +205,7 @@ def _read_now(node: Node, request: Any, replies: _Replies) -> bool:
             answer = _internal_error(node, request, slot.error)
         replies.answer(answer)
 
+    replies.inflight += 1  # before: a read may be answered before start_read returns
     try:
         node.start_read(
             _required(request, "sql", str),
@@ -214,12 +215,11 @@ def _read_now(node: Node, request: Any, replies: _Replies) -> bool:
             max_lag=request.get("max_lag") if isinstance(request.get("max_lag"), int) else None,
         )
     except errors.RaftsqlError as exc:
+        replies.inflight -= 1
         replies.answer({"id": rid, "ok": False, "error": exc.to_wire()})
-        return True
     except Exception as exc:
+        replies.inflight -= 1
         replies.answer(_internal_error(node, request, exc))
-        return True
-    replies.inflight += 1
     return True
 
 

@@ -45,6 +45,9 @@ class NodeConfig:
     max_frame: int = 64 << 20
     request_timeout: float = 10.0
     max_read_rows: int = 1_000_000
+    read_budget: float = 0.002
+    """Seconds a read may run on the event loop before it is interrupted and run again
+    by the read worker."""
     apply_budget: float = 0.010
     """Seconds an apply may run on the event loop before it is cut off and finished by
     the disk worker (heartbeats and client I/O wait while the loop applies)."""

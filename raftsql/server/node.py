@@ -43,7 +43,7 @@ from raftsql.server.forward import Forwarder
 from raftsql.server.peers import PeerLink
 from raftsql.server.worker import Worker
 from raftsql.sql.command import CommandResult, Statement, StatementResult, WriteCommand
-from raftsql.sql.machine import StateMachine
+from raftsql.sql.machine import QueryOverBudget, StateMachine
 from raftsql.sql.statements import check_params, classify
 from raftsql.storage import open_storage, recover
 
@@ -142,6 +142,7 @@ class Node:
             "snapshots_taken": 0,
             "snapshots_installed": 0,
             "applies_moved": 0,
+            "reads_moved": 0,
         }
         self._last_heard: dict[int, float] = {}
         """When each peer last sent us anything (monotonic): the leader's 'last ack' of a
@@ -741,6 +742,23 @@ class Node:
                 log.exception("node %d: a read's completion callback failed", self.config.id)
 
     def _enqueue_query(self, slot: _ReadSlot) -> None:
+        """Run a read now, on the loop, when the reader connection is free and the read
+        is quick (``read_budget``): two thread hand-offs cost more than a point query.
+        Reads past the budget, or arriving while a batch runs, go to the read worker."""
+        if not self._reads_running and not self._reader_lock.locked():
+            deadline = time.perf_counter() + self.config.read_budget
+            try:
+                slot.result = self.machine.query(
+                    slot.sql, slot.params, self.config.max_read_rows, deadline=deadline
+                )
+            except QueryOverBudget:
+                self.counters["reads_moved"] += 1
+            except Exception as exc:
+                self._end_read(slot, exc)
+                return
+            else:
+                self._end_read(slot)
+                return
         self._read_queue.append(slot)
         if not self._reads_running:
             self._reads_running = True

@@ -238,6 +238,11 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class QueryOverBudget(Exception):
+    """A query ran past its deadline and was interrupted (nothing is wrong with it: run
+    it again without a deadline, elsewhere)."""
+
+
 class _OverBudget(Exception):
     """The apply's deadline passed; its current run was rolled back."""
 
@@ -272,6 +277,7 @@ class StateMachine:
         self._closed = False
         self._deadline: float | None = None
         self._over_budget = False
+        self._read_deadline: float | None = None
         self.wal_pages = 0
         """Pages in the WAL after the last commit (from SQLite's WAL hook)."""
         self._open()
@@ -303,6 +309,7 @@ class StateMachine:
         reader.set_busy_timeout(BUSY_TIMEOUT_MS)
         configure(reader)
         reader.authorizer = self._read_auth
+        reader.set_progress_handler(self._read_past_deadline, PROGRESS_STEPS)
         self._reader = reader
         checkpointer = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE)
         checkpointer.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -437,6 +444,10 @@ class StateMachine:
             self._over_budget = True
             return True
         return False
+
+    def _read_past_deadline(self) -> bool:
+        """The reader's progress handler (see ``query``'s ``deadline``)."""
+        return self._read_deadline is not None and time.perf_counter() > self._read_deadline
 
     def _commit(self) -> None:
         """COMMIT with the deadline off: an interrupted COMMIT could leave us unsure
@@ -670,11 +681,14 @@ class StateMachine:
         sql: str,
         params: Sequence[Value] | Mapping[str, Value] | None = None,
         max_rows: int | None = None,
+        deadline: float | None = None,
     ) -> StatementResult:
         """Run one read-only statement on the last committed state.
 
         ``max_rows`` bounds the rows returned (``truncated`` says more existed). Raises the
         user-facing error (SQLError, ForbiddenSQL, ParameterError ...) or MachineError.
+        Past ``deadline`` (a ``time.perf_counter()`` value) the query is interrupted and
+        :class:`QueryOverBudget` raised: how the server tries reads on its event loop.
         """
         if self._closed:
             raise MachineError("the state machine is closed")
@@ -686,6 +700,7 @@ class StateMachine:
         cursor.exec_trace = trace
         rows: list[tuple[Value, ...]] = []
         truncated = False
+        self._read_deadline = deadline
         try:
             cursor.execute(sql, params if params is not None else ())
             if max_rows is None:
@@ -697,11 +712,14 @@ class StateMachine:
                         break
                     rows.append(row)
         except Exception as exc:
+            if isinstance(exc, apsw.InterruptError) and self._read_past_deadline():
+                raise QueryOverBudget(sql) from None
             error = _user_error(exc, auth, trace)
             if error is None:
                 raise MachineError(f"query failed: {exc!r}") from exc
             raise error from None
         finally:
+            self._read_deadline = None
             cursor.close(True)  # ends the statement, and with it the read transaction
         return StatementResult(rows, trace.columns, -1, None, truncated)
 

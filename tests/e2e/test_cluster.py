@@ -250,3 +250,19 @@ def test_a_long_write_runs_off_the_event_loop(make_cluster: MakeCluster) -> None
             assert st["term"] == term
             assert st["counters"]["applies_moved"] >= 1
             assert c.query("SELECT count(*) FROM big", consistency="stale").rows == [(6_000_000,)]
+
+
+def test_a_slow_read_is_moved_off_the_loop_and_answered(make_cluster: MakeCluster) -> None:
+    """Reads are tried on the event loop under a small budget; one that runs longer is
+    interrupted there and answered by the read worker, with the full result."""
+    cluster = make_cluster()
+    leader = cluster.wait_for_leader()
+    slow = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) "
+        "SELECT count(*), sum(x) FROM c"
+    )
+    with Client([cluster.address(leader)], timeout=60) as c:
+        assert c.query("SELECT 1 + 1").rows == [(2,)]
+        before = c.status()["counters"]["reads_moved"]
+        assert c.query(slow).rows == [(2_000_000, 2_000_000 * 2_000_001 // 2)]
+        assert c.status()["counters"]["reads_moved"] == before + 1

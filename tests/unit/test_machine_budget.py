@@ -8,8 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from raftsql.errors import ConstraintError
-from raftsql.sql.machine import CHECKPOINT_PAGES, StateMachine
+import pytest
+
+from raftsql.errors import ConstraintError, SQLError
+from raftsql.sql.machine import CHECKPOINT_PAGES, QueryOverBudget, StateMachine
 from tests.unit.test_machine import Node, failed, result, write
 
 # ~200k rows through a recursive CTE: tens of millions of SQLite VM steps, far past any
@@ -103,3 +105,17 @@ def test_commits_never_checkpoint_the_checkpoint_is_explicit(tmp_path: Path) -> 
         m.apply(_indexed(m, [write(seq, "INSERT INTO blobs VALUES (x'00')")]))
         assert m.wal_pages < 10 and not m.checkpoint_due  # the WAL started over
         assert m.query("SELECT count(*) FROM blobs").rows == [(seq - 1,)]
+
+
+def test_a_query_past_its_deadline_is_interrupted_and_runs_again_without(
+    tmp_path: Path,
+) -> None:
+    count = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
+    count += "SELECT count(*) FROM c"
+    with StateMachine(str(tmp_path / "n.db")) as m:
+        with pytest.raises(QueryOverBudget):
+            m.query(count, deadline=time.perf_counter() + PAST)
+        assert m.query(count).rows == [(300000,)]  # the connection is fine afterwards
+        assert m.query(count, deadline=time.perf_counter() + 3600).rows == [(300000,)]
+        with pytest.raises(SQLError):  # a user error stays a user error under a deadline
+            m.query("SELECT * FROM no_such_table", deadline=time.perf_counter() + 3600)
