@@ -262,10 +262,7 @@ class Node:
         """Hand messages to their links, grouped per peer (one socket write each)."""
         if not messages:
             return
-        by_peer: dict[int, list[Message]] = {}
-        for m in messages:
-            by_peer.setdefault(m.to, []).append(m)
-        for peer, batch in by_peer.items():
+        for peer, batch in _by_peer(messages).items():
             link = self.links.get(peer)
             if link is not None:
                 link.send_batch(batch)
@@ -353,10 +350,11 @@ class Node:
             self._nursery.start_soon(self._checkpoint)
 
     def _batch_to_apply(self, committed: Sequence[Entry]) -> list[tuple[int, bytes | None]]:
+        applied = self.machine.applied_index
         return [
             (e.index, e.data if e.kind is EntryKind.NORMAL else None)
             for e in committed
-            if e.index > self.machine.applied_index
+            if e.index > applied
         ]
 
     async def _checkpoint(self) -> None:
@@ -395,11 +393,8 @@ class Node:
         they leave without waiting for the loop to wake. Returns those the links could
         not take now (busy or down), for the loop to send."""
         self._persist(rd)
-        by_peer: dict[int, list[Message]] = {}
-        for m in rd.messages_after_persist:
-            by_peer.setdefault(m.to, []).append(m)
         left: list[Message] = []
-        for peer, batch in by_peer.items():
+        for peer, batch in _by_peer(rd.messages_after_persist).items():
             link = self.links.get(peer)
             if link is not None and not link.send_from_thread(batch):
                 left.extend(batch)
@@ -879,6 +874,14 @@ class Node:
             self._last_heard[m.frm] = time.monotonic()
             self.core.step(m)
             self._kick()
+
+
+def _by_peer(messages: Sequence[Message]) -> dict[int, list[Message]]:
+    """Messages grouped by destination, in order (one socket write per peer)."""
+    grouped: dict[int, list[Message]] = {}
+    for m in messages:
+        grouped.setdefault(m.to, []).append(m)
+    return grouped
 
 
 @asynccontextmanager

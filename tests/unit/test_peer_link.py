@@ -8,6 +8,7 @@ the dead socket (during an election, a vote) was lost.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import pytest
@@ -20,6 +21,15 @@ from raftsql.server.peers import PeerLink
 
 def _no_chunks(_: object) -> bytes:
     raise AssertionError("no snapshot chunks in this test")
+
+
+async def _peer_and_link(
+    nursery: trio.Nursery, peer: Callable[[trio.SocketStream], Awaitable[None]], max_frame: int
+) -> PeerLink:
+    """A loopback listener serving ``peer``, and a link from node 1 to it (not started)."""
+    listeners = await nursery.start(partial(trio.serve_tcp, peer, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    return PeerLink(1, 2, ("127.0.0.1", port), _no_chunks, max_frame)
 
 
 async def test_link_reconnects_when_the_peer_closes_without_any_send() -> None:
@@ -39,9 +49,7 @@ async def test_link_reconnects_when_the_peer_closes_without_any_send() -> None:
         received.append(await reader.receive())
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, peer, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        link = PeerLink(1, 2, ("127.0.0.1", port), _no_chunks, 1 << 20)
+        link = await _peer_and_link(nursery, peer, 1 << 20)
         nursery.start_soon(link.run)
         with trio.fail_after(5):
             await first_closed.wait()
@@ -79,9 +87,7 @@ async def test_writes_from_the_disk_worker_and_the_loop_never_tear_a_frame() -> 
         return AppendEntries(1, 2, sender, prev_index=k, entries=(entry,))
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, peer, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        link = PeerLink(1, 2, ("127.0.0.1", port), _no_chunks, 64 << 20)
+        link = await _peer_and_link(nursery, peer, 64 << 20)
         assert not link.send_from_thread([big(0, 2)]), "not connected yet: the loop sends"
         nursery.start_soon(link.run)
         with trio.fail_after(5):
@@ -143,9 +149,7 @@ async def test_the_link_forgets_its_descriptor_before_the_socket_closes(
         await stream.aclose()
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, peer, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        link = PeerLink(1, 2, ("127.0.0.1", port), _no_chunks, 1 << 20)
+        link = await _peer_and_link(nursery, peer, 1 << 20)
         nursery.start_soon(link.run)
         with trio.fail_after(5):
             while not seen_at_close:
