@@ -226,11 +226,16 @@ class Node:
             await self._handle_snapshot_ready(rd)
         else:
             if rd.entries or self._term_or_vote_changes(rd):
-                # entries already durable are applied while the new ones are fsynced:
-                # the leader answers batch N during batch N+1's fsync, a follower does
-                # its SQLite work while the leader only waits (2 cores: it matters)
-                early = bool(rd.committed) and (
-                    not rd.entries or rd.committed[-1].index < rd.entries[0].index
+                # A leader applies the entries already durable while the new ones are
+                # fsynced: it answers batch N during batch N+1's fsync. A follower does
+                # not: its ack (sent by the disk worker after the fsync) is what the
+                # leader waits for, and an apply here holds the GIL the worker needs to
+                # write the entries, so the fsync started only after the apply (traced at
+                # one writer: ~200 us later). Its apply follows the ack instead.
+                early = (
+                    self.core.role is Role.LEADER
+                    and bool(rd.committed)
+                    and (not rd.entries or rd.committed[-1].index < rd.entries[0].index)
                 )
                 persisting = self._disk.submit(self._persist_and_send, rd)
                 try:
