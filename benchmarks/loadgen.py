@@ -34,6 +34,8 @@ class LoadResult:
     errors: int
     error_samples: list[str] = field(default_factory=list)
     loadgen_cpu_s: float = 0.0
+    probes: list[Any] = field(default_factory=list)
+    """What ``probe`` returned when the measured window opened and when it closed."""
 
 
 @dataclass
@@ -53,9 +55,13 @@ def closed_loop(
     make_request: RequestMaker,
     duration: float,
     warmup: float = 0.5,
+    probe: Callable[[], Any] | None = None,
 ) -> LoadResult:
     """Drive ``clients`` connections (spread round-robin over ``addresses``) for
-    ``warmup + duration`` seconds; only requests sent after the warmup are counted."""
+    ``warmup + duration`` seconds; only requests sent after the warmup are counted.
+
+    ``probe`` (e.g. reading the nodes' CPU time) is called as the measured window opens
+    and as it closes; its two results are in ``LoadResult.probes``."""
     sel = selectors.DefaultSelector()
     conns = [_open(i, addresses[i % len(addresses)]) for i in range(clients)]
     latencies: list[float] = []
@@ -65,13 +71,18 @@ def closed_loop(
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + duration
+    probes: list[Any] = []
     try:
         for c in conns:
             sel.register(c.sock, selectors.EVENT_READ, c)
             _send_next(c, make_request, sel)
         inflight = len(conns)
         while inflight:
-            for key, events in sel.select(timeout=1.0):
+            if probe is not None and len(probes) < 2:
+                now = time.perf_counter()
+                if now >= (measure_from if not probes else stop_at):
+                    probes.append(probe())
+            for key, events in sel.select(timeout=0.1 if probe is not None else 1.0):
                 c = key.data
                 if events & selectors.EVENT_WRITE:
                     _flush(c, sel)
@@ -101,7 +112,7 @@ def closed_loop(
         sel.close()
     seconds = min(time.perf_counter(), stop_at) - measure_from
     return LoadResult(
-        len(latencies), seconds, latencies, errors, samples, time.process_time() - cpu0
+        len(latencies), seconds, latencies, errors, samples, time.process_time() - cpu0, probes
     )
 
 

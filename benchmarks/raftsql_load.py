@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, proc_stats
 from benchmarks.loadgen import RequestMaker, closed_loop, sessions
 from raftsql.cluster import LocalCluster
 
@@ -102,6 +102,34 @@ def _targets(cluster: LocalCluster, where: str) -> list[tuple[str, int]]:
     return [(cluster.host, cluster.ports[i]) for i in ids]
 
 
+def _node_cost(probes: list[Any], leader: int, ops: int) -> dict[str, dict[str, float]] | None:
+    """Per acknowledged request: the leader's CPU time and context switches, and the
+    followers' (their mean), over the measured window."""
+    if len(probes) != 2:
+        return None
+    before, after = probes
+    costs = {i: proc_stats.per_op(before.get(i), after.get(i), ops) for i in after}
+    followers = [c for i, c in costs.items() if i != leader and c is not None]
+    out: dict[str, dict[str, float]] = {}
+    if costs.get(leader):
+        out["leader"] = costs[leader]  # type: ignore[assignment]
+    if followers:
+        out["follower"] = {
+            k: round(sum(c[k] for c in followers) / len(followers), 2) for k in followers[0]
+        }
+    return out or None
+
+
+def _describe_cost(cost: dict[str, dict[str, float]] | None) -> str:
+    if not cost:
+        return ""
+    parts = [
+        f"{role} {c['user_us'] + c['sys_us']:.0f} us ({c['switches']:.1f} sw)"
+        for role, c in cost.items()
+    ]
+    return "  cpu/op: " + ", ".join(parts)
+
+
 def run(
     quick: bool = False,
     clients: list[int] | None = None,
@@ -120,7 +148,16 @@ def run(
         for name in chosen:
             where, maker = WORKLOADS[name]
             for n in levels:
-                result = closed_loop(_targets(cluster, where), n, maker(n), seconds)
+                leader = cluster.wait_for_leader()
+                pids = dict(cluster.pids)
+                result = closed_loop(
+                    _targets(cluster, where),
+                    n,
+                    maker(n),
+                    seconds,
+                    probe=lambda pids=pids: {i: proc_stats.sample(pid) for i, pid in pids.items()},
+                )
+                cost = _node_cost(result.probes, leader, result.ops)
                 p = common.point(
                     "raftsql",
                     name,
@@ -130,8 +167,9 @@ def run(
                     result.latencies,
                     errors=result.errors,
                     loadgen_cpu_s=round(result.loadgen_cpu_s, 3),
+                    **({"node_cost_per_op": cost} if cost else {}),
                 )
-                common.progress(common.describe(p))
+                common.progress(common.describe(p) + _describe_cost(cost))
                 for sample in result.error_samples:
                     common.progress(f"  error: {sample}")
                 points.append(p)

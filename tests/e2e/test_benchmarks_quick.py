@@ -81,6 +81,12 @@ def check_raftsql_workloads() -> None:
     measured = {(p["workload"], p["clients"]) for p in load("raftsql_load")["points"]}
     expected = {(w, c) for w in WORKLOADS for c in common.QUICK_CLIENTS}
     assert expected <= measured, f"raftsql_load is missing {sorted(expected - measured)}"
+    for p in load("raftsql_load")["points"]:
+        # every point says what each node spent on it: a leader always works, and a
+        # follower too (it persists every write; it answers the follower reads)
+        cost = p["node_cost_per_op"]
+        assert set(cost) == {"leader", "follower"}, cost
+        assert cost["leader"]["user_us"] + cost["leader"]["sys_us"] > 0, p["workload"]
 
 
 def check_failover_and_catchup() -> None:
