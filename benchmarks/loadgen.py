@@ -78,10 +78,9 @@ def closed_loop(
             _send_next(c, make_request, sel)
         inflight = len(conns)
         while inflight:
-            if probe is not None and len(probes) < 2:
-                now = time.perf_counter()
-                if now >= (measure_from if not probes else stop_at):
-                    probes.append(probe())
+            window_edge = measure_from if not probes else stop_at
+            if probe is not None and len(probes) < 2 and time.perf_counter() >= window_edge:
+                probes.append(probe())
             for key, events in sel.select(timeout=0.1 if probe is not None else 1.0):
                 c = key.data
                 if events & selectors.EVENT_WRITE:
@@ -103,6 +102,8 @@ def closed_loop(
                     if now < stop_at:
                         _send_next(c, make_request, sel)
                     else:
+                        if probe is not None and len(probes) == 1:
+                            probes.append(probe())  # the window closes with this reply
                         inflight -= 1
             if time.perf_counter() > stop_at + 30:
                 raise TimeoutError(f"{inflight} requests unanswered 30 s after the end")
