@@ -325,6 +325,21 @@ class RaftCore:
         self._outstanding = True
         return rd
 
+    def take_messages(self) -> list[Message]:
+        """While a Ready is out (its entries still being persisted), a leader's messages
+        queued since: heartbeats, appends and the like, which never wait for the leader's
+        own disk (thesis §10.2.1). Without this a slow fsync on the leader silences its
+        heartbeats until the next Ready, and the followers elect someone else (etcd #7312).
+
+        Only a leader's: a follower's or candidate's messages wait for ``advance`` (its
+        state may be part of what is being persisted; its durable-promise messages are in
+        ``messages_after_persist`` anyway). Taken messages are not in the next Ready.
+        """
+        if not self._outstanding or self.role is not Role.LEADER or not self._msgs:
+            return []
+        msgs, self._msgs = self._msgs, []
+        return msgs
+
     def advance(self, rd: Ready) -> None:
         """The caller persisted, sent and applied everything in ``rd``."""
         self._outstanding = False

@@ -130,6 +130,8 @@ class Node:
         self._snapshot_lock = trio.Lock()
         self._snapshotting = False
         self._checkpointing = False
+        self._persisting = False
+        """The Ready loop is waiting for the disk worker to persist a Ready."""
         self._to_apply: list[Entry] = []
         """Committed entries handed to the applier task, in log order."""
         self._applier_running = False
@@ -196,6 +198,9 @@ class Node:
                 # burst, which would time out elections that the paused peers never missed
                 deadline = trio.current_time()
             self.core.tick()
+            if self._persisting:
+                # the Ready loop waits for the disk: heartbeats must not (etcd #7312)
+                self._send(self.core.take_messages())
             self._kick()
             if self._writes:
                 self._expire_writes()
@@ -215,7 +220,8 @@ class Node:
         """Persist, send what had to wait for it, apply.
 
         Anything that fsyncs (new entries, a new term or vote) runs in the disk worker,
-        so a slow disk never stops ticks and heartbeats (etcd #7312). Applying runs here
+        so a slow disk never stops ticks, and while the loop waits for it the ticker sends
+        a leader's heartbeats itself (``RaftCore.take_messages``, etcd #7312). Applying runs here
         on the event loop: on the 2-core VMs we measure on, a cross-thread hand-off
         costs 50-150 us of wake-ups, more than applying a small batch, and a Ready no
         longer waits for the apply of the one before. The loop never waits for long SQL:
@@ -238,11 +244,15 @@ class Node:
                     and (not rd.entries or rd.committed[-1].index < rd.entries[0].index)
                 )
                 persisting = self._disk.submit(self._persist_and_send, rd)
+                self._persisting = True
                 try:
                     if early:
                         self._apply_in_order(rd.committed)
                 finally:
-                    left = await self._disk.wait(persisting)
+                    try:
+                        left = await self._disk.wait(persisting)
+                    finally:
+                        self._persisting = False
                 self._send(left)
                 if rd.committed and not early:
                     self._apply_in_order(rd.committed)

@@ -156,3 +156,31 @@ def test_followers_learn_the_commit_index_from_the_next_heartbeat_not_an_extra_r
     c.tick(1, c.core(1).config.heartbeat_ticks)  # and the next heartbeat carries commit 3
     c.deliver()
     assert [c.core(i).commit for i in (1, 2, 3)] == [3, 3, 3]
+
+
+def test_a_leader_heartbeats_while_its_own_write_is_being_persisted() -> None:
+    """etcd #7312: a Ready out for a slow fsync must not hold back the heartbeats queued
+    since; a follower's messages, though, wait for its Ready to be persisted."""
+    c = Cluster(3)
+    c.elect(1)
+    leader = c.core(1)
+    leader.propose(b"a")
+    rd = leader.ready()  # out: its entry is being fsynced
+    assert leader.take_messages() == []  # nothing queued since
+    c.tick(1, leader.config.heartbeat_ticks)
+    taken = leader.take_messages()
+    assert sorted(m.to for m in taken) == [2, 3]
+    assert all(m.term == leader.term for m in taken)
+    assert leader.take_messages() == []  # taken once
+    leader.advance(rd)
+    assert not any(m in taken for m in leader.ready().messages)  # and not sent again
+
+    c.deliver()
+    follower = c.core(2)
+    follower.read_index(b"ctx")  # queues a ReadIndexRequest to the leader
+    out = follower.ready()
+    assert [type(m).__name__ for m in out.messages] == ["ReadIndexRequest"]
+    follower.read_index(b"ctx2")  # queued while that Ready is out
+    assert follower.take_messages() == []  # a follower's wait for advance()
+    follower.advance(out)
+    assert [type(m).__name__ for m in follower.ready().messages] == ["ReadIndexRequest"]
