@@ -559,6 +559,13 @@ def failover_rows(data: Data | None) -> list[Row]:
 def context_lines(r: Results) -> list[str]:
     """Figures with no target that help read the others: limits, catch-up, memory."""
     lines = [*limit_lines(r), *catchup_lines(r.get("catchup")), *memory_lines(r.get("memory_flat"))]
+    load = r.get("raftsql_load")
+    if load:
+        driver = load.get("driver", "python")
+        lines.append(
+            f"- raftsql's requests sent by the {'C' if driver == 'c' else 'Python'} load "
+            "generator (etcd's by wrk)"
+        )
     fo = r.get("failover")
     if fo:
         ok = fo["verification"]["ok"]

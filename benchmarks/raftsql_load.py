@@ -12,7 +12,12 @@ Workloads (each at 1, 4, 16, 64 and 256 closed-loop clients):
   (ReadIndex), sent to the leader / spread over the two followers;
 - ``read_stale_followers``: the same SELECT served locally by the followers, for contrast.
 
+The requests are sent by the C load generator (``cloadgen.py``; etcd's driver, wrk, is C
+too) unless ``--driver python`` or no C compiler: then by ``loadgen.py``. Each point
+records which (``driver``).
+
     python -m benchmarks.raftsql_load [--quick] [--clients 1,16,64] [--duration 5]
+        [--driver c|python]
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common, proc_stats
-from benchmarks.loadgen import RequestMaker, closed_loop, sessions
+from benchmarks.cloadgen import CloadUnavailable, build, closed_loop_c
+from benchmarks.loadgen import LoadResult, RequestMaker, closed_loop, sessions
 from raftsql.cluster import LocalCluster
 
 PAYLOAD = "x" * 100
@@ -86,6 +92,51 @@ WORKLOADS: dict[str, tuple[str, Callable[[int], RequestMaker]]] = {
 }
 
 
+C_WORKLOADS: dict[str, dict[str, str]] = {
+    "insert_param": {"workload": "insert_param"},
+    "insert_literal": {"workload": "insert_literal"},
+    "txn10": {"workload": "txn10"},
+    "read_leader": {"workload": "read", "consistency": "linearizable"},
+    "read_followers": {"workload": "read", "consistency": "linearizable"},
+    "read_stale_followers": {"workload": "read", "consistency": "stale"},
+}
+"""The same workloads for the C driver: what to send is built in cload.c from these."""
+
+
+def c_workload(name: str) -> dict[str, str]:
+    return dict(
+        C_WORKLOADS[name], insert_sql=INSERT, read_sql=POINT_READ, payload=PAYLOAD, keys=str(KEYS)
+    )
+
+
+def choose_driver(wanted: str) -> str:
+    """``c`` if it can be built (and was not declined), else ``python``, saying why."""
+    if wanted == "python":
+        return "python"
+    try:
+        build()
+    except CloadUnavailable as exc:
+        if wanted == "c-only":
+            raise
+        common.progress(f"the C load generator is unavailable ({exc}); using the Python one")
+        return "python"
+    return "c"
+
+
+def drive(
+    driver: str,
+    name: str,
+    addresses: list[tuple[str, int]],
+    clients: int,
+    seconds: float,
+    probe: Callable[[], Any] | None = None,
+) -> LoadResult:
+    """One closed-loop point of workload ``name`` with the chosen driver."""
+    if driver == "c":
+        return closed_loop_c(addresses, clients, c_workload(name), seconds, probe=probe)
+    return closed_loop(addresses, clients, WORKLOADS[name][1](clients), seconds, probe=probe)
+
+
 def _prepare(cluster: LocalCluster) -> None:
     with cluster.client(timeout=30) as c:
         c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, client INT, n INT, payload TEXT)")
@@ -135,7 +186,9 @@ def run(
     clients: list[int] | None = None,
     duration: float | None = None,
     workloads: list[str] | None = None,
+    driver: str = "c",
 ) -> dict[str, Any]:
+    driver = choose_driver(driver)
     levels = clients or (common.QUICK_CLIENTS if quick else common.CLIENTS)
     seconds = duration or (1.0 if quick else 5.0)
     chosen = workloads or list(WORKLOADS)
@@ -146,14 +199,15 @@ def run(
     ):
         _prepare(cluster)
         for name in chosen:
-            where, maker = WORKLOADS[name]
+            where = WORKLOADS[name][0]
             for n in levels:
                 leader = cluster.wait_for_leader()
                 pids = dict(cluster.pids)
-                result = closed_loop(
+                result = drive(
+                    driver,
+                    name,
                     _targets(cluster, where),
                     n,
-                    maker(n),
                     seconds,
                     probe=lambda pids=pids: {i: proc_stats.sample(pid) for i, pid in pids.items()},
                 )
@@ -167,13 +221,14 @@ def run(
                     result.latencies,
                     errors=result.errors,
                     loadgen_cpu_s=round(result.loadgen_cpu_s, 3),
+                    driver=driver,
                     **({"node_cost_per_op": cost} if cost else {}),
                 )
                 common.progress(common.describe(p) + _describe_cost(cost))
                 for sample in result.error_samples:
                     common.progress(f"  error: {sample}")
                 points.append(p)
-    data = {"points": points, "duration_s": seconds, "pid": os.getpid()}
+    data = {"points": points, "duration_s": seconds, "pid": os.getpid(), "driver": driver}
     common.save("raftsql_load", data, quick)
     return data
 
@@ -184,12 +239,19 @@ def main() -> None:
     p.add_argument("--clients", help="comma-separated, e.g. 1,16,64")
     p.add_argument("--duration", type=float, help="seconds per point")
     p.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    p.add_argument(
+        "--driver",
+        choices=["c", "python", "c-only"],
+        default="c",
+        help="load generator: c (falls back to python without a compiler), python, c-only",
+    )
     args = p.parse_args()
     run(
         args.quick,
         [int(c) for c in args.clients.split(",")] if args.clients else None,
         args.duration,
         args.workloads.split(",") if args.workloads else None,
+        args.driver,
     )
 
 

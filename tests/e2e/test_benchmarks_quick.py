@@ -78,6 +78,8 @@ def check_points(name: str) -> None:
 
 
 def check_raftsql_workloads() -> None:
+    # scripts/test installs a C compiler: the benchmarks must not quietly fall back
+    assert load("raftsql_load")["driver"] == "c"
     measured = {(p["workload"], p["clients"]) for p in load("raftsql_load")["points"]}
     expected = {(w, c) for w in WORKLOADS for c in common.QUICK_CLIENTS}
     assert expected <= measured, f"raftsql_load is missing {sorted(expected - measured)}"
