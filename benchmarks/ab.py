@@ -9,6 +9,10 @@ directory and ``PYTHONPATH``).
     git worktree add /tmp/base main
     python -m benchmarks.ab --tree base=/tmp/base --tree new=. --clients 1,16,64 --rounds 3
 
+The requests are sent by this checkout's C load generator (``cloadgen.py``, the same for
+every tree: the driver is not what is compared), or with ``--driver python`` by each
+tree's own ``loadgen.py``.
+
 Prints each round as it ends and a table of medians; saves ``results/ab.json``.
 """
 
@@ -24,32 +28,47 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import cloadgen, common, raftsql_load
 
-# Runs inside a tree: only uses what every tree since the load generator has.
+# Runs inside a tree: only uses what every tree since the load generator has; the C
+# driver's module comes from this checkout (AB_CLOADGEN), its workload from AB_CWORKLOAD.
 _ONE_RUN = """
-import json, sys, tempfile
+import importlib.util, json, os, sys, tempfile
 from pathlib import Path
 from benchmarks.loadgen import closed_loop
 from benchmarks.raftsql_load import WORKLOADS, _prepare, _targets
 from raftsql.cluster import LocalCluster
 workload, seconds = sys.argv[1], float(sys.argv[3])
 clients = [int(c) for c in sys.argv[2].split(",")]
+cload = None
+if os.environ.get("AB_CLOADGEN"):
+    spec = importlib.util.spec_from_file_location("ab_cloadgen", os.environ["AB_CLOADGEN"])
+    cload = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cload)
 out = {}
 with tempfile.TemporaryDirectory(prefix="raftsql-ab-") as tmp:
   with LocalCluster(directory=Path(tmp)) as cl:
     _prepare(cl)
     where, maker = WORKLOADS[workload]
     for n in clients:
-        r = closed_loop(_targets(cl, where), n, maker(n), seconds)
+        if cload is not None:
+            spec = json.loads(os.environ["AB_CWORKLOAD"])
+            r = cload.closed_loop_c(_targets(cl, where), n, spec, seconds)
+        else:
+            r = closed_loop(_targets(cl, where), n, maker(n), seconds)
         out[n] = {"ops_per_s": r.ops / r.seconds, "errors": r.errors}
 print(json.dumps(out))
 """
 
 
-def run_tree(tree: Path, workload: str, clients: list[int], seconds: float) -> dict[int, Any]:
+def run_tree(
+    tree: Path, workload: str, clients: list[int], seconds: float, driver: str = "python"
+) -> dict[int, Any]:
     """One cluster from ``tree``'s code, every client count in turn."""
     env = dict(os.environ, PYTHONPATH=str(tree))
+    if driver == "c":
+        env["AB_CLOADGEN"] = cloadgen.__file__
+        env["AB_CWORKLOAD"] = json.dumps(raftsql_load.c_workload(workload))
     args = [workload, ",".join(map(str, clients)), str(seconds)]
     with subprocess.Popen(
         [sys.executable, "-c", _ONE_RUN, *args],
@@ -78,7 +97,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--quick", action="store_true", help="save as ab.quick.json (smoke)")
+    parser.add_argument("--driver", choices=["c", "python"], default="c")
     args = parser.parse_args()
+    driver = raftsql_load.choose_driver(args.driver)
     trees = {}
     for spec in args.tree:
         name, sep, path = spec.partition("=")
@@ -89,7 +110,7 @@ def main() -> None:
     runs: dict[str, dict[int, list[float]]] = {name: {c: [] for c in clients} for name in trees}
     for round_ in range(1, args.rounds + 1):
         for name, tree in trees.items():
-            result = run_tree(tree, args.workload, clients, args.seconds)
+            result = run_tree(tree, args.workload, clients, args.seconds, driver)
             for c in clients:
                 if result[c]["errors"]:
                     raise RuntimeError(f"{name}: {result[c]['errors']} errors at {c} clients")
@@ -108,6 +129,7 @@ def main() -> None:
     data = {
         "workload": args.workload,
         "seconds": args.seconds,
+        "driver": driver,
         "trees": {name: str(path) for name, path in trees.items()},
         "runs_ops_per_s": {name: {str(c): v for c, v in per.items()} for name, per in runs.items()},
     }

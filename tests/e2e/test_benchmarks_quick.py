@@ -128,8 +128,8 @@ def test_run_all_quick() -> None:
 
 
 def test_ab_compares_trees() -> None:
-    """The A/B tool runs each tree's own code (here the same tree twice) and saves every
-    round's figure."""
+    """The A/B tool runs each tree's own code (here the same tree twice), drives both with
+    this checkout's C load generator, and saves every round's figure."""
     argv = [sys.executable, "-m", "benchmarks.ab", "--tree", f"a={ROOT}", "--tree", f"b={ROOT}"]
     argv += ["--clients", "1,4", "--rounds", "1", "--seconds", "1", "--quick"]
     started = time.time()
@@ -138,6 +138,9 @@ def test_ab_compares_trees() -> None:
     assert "ratio to a" in proc.stdout
     path = common.RESULTS / "ab.quick.json"
     assert written_since(path, started)
-    runs = json.loads(path.read_text())["runs_ops_per_s"]
-    assert set(runs) == {"a", "b"}
-    assert all(len(v) == 1 and v[0] > 0 for per in runs.values() for v in per.values())
+    saved = json.loads(path.read_text())
+    assert set(saved["runs_ops_per_s"]) == {"a", "b"}
+    assert saved["driver"] == "c", "the trees are driven by this checkout's C load generator"
+    assert all(
+        len(v) == 1 and v[0] > 0 for per in saved["runs_ops_per_s"].values() for v in per.values()
+    )
