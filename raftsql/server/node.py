@@ -1,13 +1,12 @@
 """One running raftsql node: drives RaftCore with trio, persists, applies, serves.
 
 This is the only place where the pieces meet. The event loop never waits for a disk
-flush: the log's fdatasync runs through Linux AIO (entries appended at the tail) or in
-the disk worker thread (everything else, and where AIO is missing), snapshot installs and
-WAL checkpoints in the worker, while peer messages and ticks keep flowing into the core
-(a slow fsync must not cost an election, etcd #7312). Proposals and messages that arrive
-during an fsync are batched into the next one: that is the group commit. Committed entries
-are applied on the loop itself (a WAL commit with synchronous=NORMAL does not fsync) under
-a time budget; what runs longer is finished in the disk worker while the loop goes on.
+flush: the log append + fsync, snapshot installs and WAL checkpoints run in the disk worker
+thread, while peer messages and ticks keep flowing into the core (a slow fsync must not
+cost an election, etcd #7312). Proposals and messages that arrive during an fsync are
+batched into the next one: that is the group commit. Committed entries are applied on the
+loop itself (a WAL commit with synchronous=NORMAL does not fsync) under a time budget;
+what runs longer is finished in the disk worker while the loop goes on.
 
 Use it as a library::
 
@@ -47,13 +46,8 @@ from raftsql.sql.command import CommandResult, Statement, StatementResult, Write
 from raftsql.sql.machine import QueryOverBudget, StateMachine
 from raftsql.sql.statements import check_params, classify
 from raftsql.storage import open_storage, recover
-from raftsql.storage.aio import AioSync, open_aio
 
 log = logging.getLogger("raftsql.node")
-
-TAIL_FLUSH_MAX_BYTES = 1 << 20
-"""Batches up to this size are written on the event loop and flushed through AIO; larger
-ones go to the disk worker (writing them would hold the loop)."""
 
 
 @dataclass(eq=False)
@@ -138,9 +132,6 @@ class Node:
         self._checkpointing = False
         self._persisting = False
         """The Ready loop is waiting for the disk worker to persist a Ready."""
-        self._aio: AioSync | None = None
-        """Flushes the log's tail without the disk worker (None: unavailable, or
-        ``RAFTSQL_AIO_FLUSH=0``)."""
         self._to_apply: list[Entry] = []
         """Committed entries handed to the applier task, in log order."""
         self._applier_running = False
@@ -154,7 +145,6 @@ class Node:
             "snapshots_installed": 0,
             "applies_moved": 0,
             "reads_moved": 0,
-            "log_flushes_aio": 0,
         }
         self._last_heard: dict[int, float] = {}
         """When each peer last sent us anything (monotonic): the leader's 'last ack' of a
@@ -169,14 +159,11 @@ class Node:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._disk = Worker(f"raftsql-{self.config.id}-disk")
         self._reads_worker = Worker(f"raftsql-{self.config.id}-reads")
-        self._aio = open_aio() if os.environ.get("RAFTSQL_AIO_FLUSH", "1") != "0" else None
         try:
             await self._serve(task_status)
         finally:
             self._disk.close()
             self._reads_worker.close()
-            if self._aio is not None:
-                self._aio.close()
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
@@ -232,12 +219,9 @@ class Node:
     async def _handle_ready(self, rd: Ready) -> None:
         """Persist, send what had to wait for it, apply.
 
-        Nothing that fsyncs runs on the loop, so a slow disk never stops ticks: new
-        entries at the log's tail are written here and flushed through Linux AIO
-        (``_start_tail_flush``); everything else (a new term or vote, a new segment, large
-        batches) is persisted in the disk worker. While the loop waits for either, the
-        ticker sends a leader's heartbeats itself (``RaftCore.take_messages``, etcd
-        #7312). Applying runs here
+        Anything that fsyncs (new entries, a new term or vote) runs in the disk worker,
+        so a slow disk never stops ticks, and while the loop waits for it the ticker sends
+        a leader's heartbeats itself (``RaftCore.take_messages``, etcd #7312). Applying runs here
         on the event loop: on the 2-core VMs we measure on, a cross-thread hand-off
         costs 50-150 us of wake-ups, more than applying a small batch, and a Ready no
         longer waits for the apply of the one before. The loop never waits for long SQL:
@@ -259,23 +243,16 @@ class Node:
                     and bool(rd.committed)
                     and (not rd.entries or rd.committed[-1].index < rd.entries[0].index)
                 )
+                persisting = self._disk.submit(self._persist_and_send, rd)
                 self._persisting = True
                 try:
-                    flushing = self._start_tail_flush(rd)
-                    if not flushing:
-                        job = self._persist_and_send if flushing is None else self._sync_and_send
-                        persisting = self._disk.submit(job, rd)
-                    try:
-                        if early:
-                            self._apply_in_order(rd.committed)
-                    finally:
-                        if flushing:
-                            await self._finish_tail_flush(rd)
-                            left = list(rd.messages_after_persist)
-                        else:
-                            left = await self._disk.wait(persisting)
+                    if early:
+                        self._apply_in_order(rd.committed)
                 finally:
-                    self._persisting = False
+                    try:
+                        left = await self._disk.wait(persisting)
+                    finally:
+                        self._persisting = False
                 self._send(left)
                 if rd.committed and not early:
                     self._apply_in_order(rd.committed)
@@ -425,72 +402,12 @@ class Node:
             # index alone is a hint that recovery recomputes, so it need not cost an fsync
             self.storage.hard_state.save(rd.hard_state, sync=False)
 
-    def _start_tail_flush(self, rd: Ready) -> bool | None:
-        """The common case without the disk worker: write ``rd``'s entries at the log's
-        tail right here and start their fdatasync through Linux AIO (``storage/aio.py``);
-        the loop learns of the completion from an eventfd. Waking the worker, which then
-        needs the GIL, cost ~100 us per write on the 2-core machines we measure on.
-
-        True: started. None: not this Ready (a term or vote to persist, a large batch, a
-        new segment...): the worker persists it. False: the entries are written but AIO
-        refused to flush them: the worker flushes them, and from now on everything.
-        """
-        if (
-            self._aio is None
-            or not rd.entries
-            or self._term_or_vote_changes(rd)
-            or sum(len(e.data) for e in rd.entries) > TAIL_FLUSH_MAX_BYTES
-        ):
-            return None
-        fd = self.storage.log.append_at_tail(rd.entries)
-        if fd is None:
-            return None
-        try:
-            self._aio.submit([fd])
-        except OSError as exc:
-            log.warning(
-                "node %d: AIO refused an fdatasync (%s); the disk worker flushes",
-                self.config.id,
-                exc,
-            )
-            self._aio.close()
-            self._aio = None
-            return False
-        self.counters["log_flushes_aio"] += 1
-        return True
-
-    async def _finish_tail_flush(self, rd: Ready) -> None:
-        """Wait (without blocking the loop) for the flush ``_start_tail_flush`` started.
-        Shielded, like a disk worker job: the flush cannot be abandoned half-way."""
-        aio = self._aio
-        assert aio is not None
-        with trio.CancelScope(shield=True):
-            results = aio.collect()
-            while not results:
-                await trio.lowlevel.wait_readable(aio.eventfd)
-                results = aio.collect()
-        # a failure poisons the store and stops the node, as a failed fdatasync does
-        self.storage.log.tail_flushed(min(results))
-        if rd.hard_state is not None:
-            self.storage.hard_state.save(rd.hard_state, sync=False)  # a commit-index hint
-
-    def _sync_and_send(self, rd: Ready) -> list[Message]:
-        """In the disk worker: the entries are written already (AIO refused to flush
-        them): flush, save the commit hint, send what waited for it."""
-        self.storage.log.sync()
-        if rd.hard_state is not None:
-            self.storage.hard_state.save(rd.hard_state, sync=False)
-        return self._send_after_persist(rd)
-
     def _persist_and_send(self, rd: Ready) -> list[Message]:
         """In the disk worker: persist, then write the messages that promised it (a
         follower's acks, votes) straight to their peers' sockets from this thread, so
         they leave without waiting for the loop to wake. Returns those the links could
         not take now (busy or down), for the loop to send."""
         self._persist(rd)
-        return self._send_after_persist(rd)
-
-    def _send_after_persist(self, rd: Ready) -> list[Message]:
         left: list[Message] = []
         for peer, batch in _by_peer(rd.messages_after_persist).items():
             link = self.links.get(peer)

@@ -40,9 +40,7 @@ Crash safety, the part that matters (kill -9 or power loss at any instant):
 
 Threading: every public method takes one lock. The server appends and syncs from its disk
 worker thread so fsync never blocks the event loop; another thread may read (``entries``)
-but waits while an append or sync holds the lock. The one exception is
-:meth:`LogStore.append_at_tail`, for the event loop itself: it never waits for the lock,
-and leaves the flush to the caller (Linux AIO, ``storage/aio.py``).
+but waits while an append or sync holds the lock.
 """
 
 from __future__ import annotations
@@ -237,8 +235,6 @@ class LogStore:
         self._read_fds: OrderedDict[_Segment, None] = OrderedDict()  # LRU of sealed fds
         self._closed = False
         self._failed: OSError | None = None
-        self._tail_flush: tuple[_Segment, int] | None = None
-        """The segment (and its size) whose flush :meth:`append_at_tail` left to the caller."""
         created = not self.directory.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._dir_fd = os.open(self.directory, os.O_RDONLY | _O_CLOEXEC)
@@ -323,70 +319,6 @@ class LogStore:
                 if not terms or terms[-1] != e.term:
                     starts.append(e.index)
                     terms.append(e.term)
-
-    def append_at_tail(self, entries: Sequence[Entry]) -> int | None:
-        """Append ``entries`` if that takes nothing but one write at the end of the last
-        segment, and return that segment's descriptor for the caller to flush (with
-        :class:`~raftsql.storage.aio.AioSync`), then report with :meth:`tail_flushed`.
-        Otherwise do nothing and return None: use :meth:`append` and :meth:`sync`.
-
-        Never waits for the lock: the event loop calls it, and a compaction in a worker
-        thread holds the lock through directory fsyncs. Declines whatever needs an fsync
-        of its own on the way: a new segment (the old one is sealed first), a replaced
-        suffix, a directory entry not yet durable, other segments not yet flushed.
-        """
-        if not entries or not self._lock.acquire(blocking=False):
-            return None
-        try:
-            if self._closed or self._failed is not None or self._dir_dirty or not self._segments:
-                return None
-            seg = self._segments[-1]
-            start = entries[0].index
-            if start != self.last_index + 1 or any(s is not seg for s in self._dirty):
-                return None
-            buf, rel = encode_records(entries, start)
-            if seg.count and seg.size + len(buf) > self.segment_bytes:
-                return None
-            fd = self._fd(seg)
-            try:
-                _pwrite_all(fd, buf, seg.size)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, seg.size)
-                raise
-            seg.offsets.extend([seg.size + r for r in rel])
-            seg.size += len(buf)
-            self._dirty[seg] = None
-            self._tail_flush = (seg, seg.size)
-            terms, starts = self._run_terms, self._run_starts
-            for e in entries:
-                if not terms or terms[-1] != e.term:
-                    starts.append(e.index)
-                    terms.append(e.term)
-            return fd
-        finally:
-            self._lock.release()
-
-    def tail_flushed(self, error: int) -> None:
-        """The flush started after :meth:`append_at_tail` ended with ``error`` (0, or a
-        negative errno). A failure poisons the store, as a failed :meth:`sync` does.
-
-        Like ``append_at_tail``, never waits for the lock: if a thread holds it, the
-        segment just stays marked dirty, and the next :meth:`sync` flushes it once more
-        (redundant, never wrong)."""
-        flushed, self._tail_flush = self._tail_flush, None
-        if error:
-            exc = OSError(-error, os.strerror(-error))
-            self._failed = exc
-            raise StorageError(f"fsync of the log failed ({exc}); restart the node")
-        if flushed is None or not self._lock.acquire(blocking=False):
-            return
-        try:
-            seg, size = flushed
-            if seg.size == size:  # nothing written since: the segment is clean
-                self._dirty.pop(seg, None)
-        finally:
-            self._lock.release()
 
     def sync(self) -> None:
         """Make everything appended so far durable: fdatasync touched files, fsync the dir."""
