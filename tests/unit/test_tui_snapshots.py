@@ -9,11 +9,13 @@ Regenerate after an intended change with ``pytest tests/unit/test_tui_snapshots.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.screen import ModalScreen
 
-from tui.app import ClusterApp
+from tui.app import ClusterApp, ConfirmScreen, HelpScreen
 from tui.source import FakeSource, fake_poll
 from tui.source import fake_status as fs
 
@@ -59,6 +61,18 @@ async def settle(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+async def settle_modal(pilot: Pilot[None], screen: type[ModalScreen[Any]]) -> None:
+    """Wait (bounded) until ``screen`` is up and drawn: on a loaded machine one pause was
+    not always enough, and the picture caught the modal half-drawn."""
+    for _ in range(200):
+        if isinstance(pilot.app.screen, screen):
+            break
+        await pilot.pause(0.02)
+    assert isinstance(pilot.app.screen, screen)
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+
+
 def test_main_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(degraded_app(), terminal_size=SIZE, run_before=settle)
 
@@ -67,7 +81,7 @@ def test_help_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def open_help(pilot: Pilot[None]) -> None:
         await settle(pilot)
         await pilot.press("question_mark")
-        await pilot.pause()
+        await settle_modal(pilot, HelpScreen)
 
     assert snap_compare(degraded_app(), terminal_size=SIZE, run_before=open_help)
 
@@ -76,6 +90,6 @@ def test_confirm_transfer_screen(snap_compare) -> None:  # type: ignore[no-untyp
     async def ask(pilot: Pilot[None]) -> None:
         await settle(pilot)
         await pilot.press("down", "t")
-        await pilot.pause()
+        await settle_modal(pilot, ConfirmScreen)
 
     assert snap_compare(degraded_app(), terminal_size=SIZE, run_before=ask)
