@@ -403,6 +403,44 @@ def draw_memory(data: Data, path: Path) -> Path:
     return save(fig, path)
 
 
+COST_WORKLOADS = [("insert_param", "tab:blue"), ("read_leader", "tab:green")]
+
+
+def draw_node_cost(results: Results, path: Path) -> Path:
+    """What each node spends per acknowledged request (CPU and context switches, from
+    /proc) against client count: where batching pays, and what one client costs."""
+    plt = pyplot()
+    fig, (cpu, switches) = plt.subplots(1, 2, figsize=(13, 5))
+    levels: set[int] = set()
+    for workload, color in COST_WORKLOADS:
+        pts = [p for p in results.points("raftsql_load", workload) if p.get("node_cost_per_op")]
+        for role, style in (("leader", "-"), ("follower", "--")):
+            rows = [(p["clients"], p["node_cost_per_op"].get(role)) for p in pts]
+            rows = [(c, v) for c, v in rows if v]
+            if not rows:
+                continue
+            xs = [c for c, _ in rows]
+            levels.update(xs)
+            label = f"{workload}, {role}{'' if role == 'leader' else ' (each)'}"
+            line = {"color": color, "linestyle": style, "marker": "o", "label": label}
+            cpu.plot(xs, [v["user_us"] + v["sys_us"] for _, v in rows], **line)
+            switches.plot(xs, [v["switches"] for _, v in rows], **line)
+    for ax in (cpu, switches):
+        clients_axis(ax, sorted(levels))
+        if levels:
+            ax.legend(fontsize=8)
+            ax.set_yscale("log")
+            plain_log(ax.yaxis)
+        else:
+            not_measured(ax)
+    cpu.set_ylabel("CPU per request (µs, user + system, log scale)")
+    cpu.set_title("CPU per acknowledged request, per node")
+    switches.set_ylabel("context switches per request (log scale)")
+    switches.set_title("context switches per request, per node")
+    fig.suptitle("raftsql: what each node spends per request (3 nodes, fsync on)")
+    return save(fig, path)
+
+
 def draw_all(quick: bool, directory: Path = common.RESULTS) -> list[Path]:
     """Every figure of this mode, from whatever results exist."""
     results = Results.load(quick, directory)
@@ -420,6 +458,7 @@ def draw_all(quick: bool, directory: Path = common.RESULTS) -> list[Path]:
         draw_latency_cdf(results, out("latency_cdf")),
         draw_failover(results, out("failover")),
         draw_peers_bars(results, out("peers_bars")),
+        draw_node_cost(results, out("node_cost")),
     ]
     memory = results.get("memory_flat")
     if memory:

@@ -26,7 +26,14 @@ from benchmarks.raftsql_load import WORKLOADS
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 220
 """The run takes about a minute alone on 2 cores; this leaves room for a busy machine."""
-FIGURES = ["writes_vs_clients", "reads_vs_clients", "latency_cdf", "failover", "peers_bars"]
+FIGURES = [
+    "writes_vs_clients",
+    "reads_vs_clients",
+    "latency_cdf",
+    "failover",
+    "peers_bars",
+    "node_cost",
+]
 
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 60)  # + the SIGINT grace period
 
