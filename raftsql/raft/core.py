@@ -105,6 +105,8 @@ class RaftCore:
 
         self._applying = self.applied  # last index handed out in Ready.committed
         self._prev_hs = HardState(self.term, self.vote, self.commit)
+        self._durable_term = self.term
+        """The term on disk: the restored one, then each advanced Ready's."""
         self._outstanding = False
         self._msgs: list[Message] = []
         self._msgs_after_persist: list[Message] = []
@@ -326,23 +328,39 @@ class RaftCore:
         return rd
 
     def take_messages(self) -> list[Message]:
-        """While a Ready is out (its entries still being persisted), a leader's messages
-        queued since: heartbeats, appends and the like, which never wait for the leader's
-        own disk (thesis §10.2.1). Without this a slow fsync on the leader silences its
-        heartbeats until the next Ready, and the followers elect someone else (etcd #7312).
+        """While a Ready is out (its entries still being persisted), the messages queued
+        since that need nothing from the disk; taken messages are not in the next Ready.
+        Without this a slow disk silences a node until its fsync returns (etcd #7312):
 
-        Only a leader's: a follower's or candidate's messages wait for ``advance`` (its
-        state may be part of what is being persisted; its durable-promise messages are in
-        ``messages_after_persist`` anyway). Taken messages are not in the next Ready.
+        - a leader's heartbeats, appends and the like, which never wait for its own disk
+          (thesis §10.2.1), else the followers elect someone else;
+        - a follower's heartbeat answers in a term already on disk (they promise nothing
+          else), else a leader whose followers' disks are busy (a big checkpoint on each)
+          hears from no quorum and steps down (CheckQuorum).
+
+        Everything else a follower or candidate says waits for ``advance``: acks promise
+        entries, votes and new terms must be durable first.
         """
-        if not self._outstanding or self.role is not Role.LEADER or not self._msgs:
+        if not self._outstanding:
             return []
-        msgs, self._msgs = self._msgs, []
-        return msgs
+        if self.role is Role.LEADER:
+            msgs, self._msgs = self._msgs, []
+            return msgs
+        early = [
+            m
+            for m in self._msgs_after_persist
+            if isinstance(m, HeartbeatResponse) and m.term == self._durable_term
+        ]
+        if early:
+            taken = {id(m) for m in early}
+            self._msgs_after_persist = [m for m in self._msgs_after_persist if id(m) not in taken]
+        return early
 
     def advance(self, rd: Ready) -> None:
         """The caller persisted, sent and applied everything in ``rd``."""
         self._outstanding = False
+        if rd.hard_state is not None:
+            self._durable_term = rd.hard_state.term
         if rd.snapshot is not None:
             self.applied = max(self.applied, rd.snapshot.index)
         if rd.committed:

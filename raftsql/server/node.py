@@ -198,9 +198,9 @@ class Node:
                 # burst, which would time out elections that the paused peers never missed
                 deadline = trio.current_time()
             self.core.tick()
-            if self._persisting:
-                # the Ready loop waits for the disk: heartbeats must not (etcd #7312)
-                self._send(self.core.take_messages())
+            # while the Ready loop waits for the disk, heartbeats and their answers must
+            # not (etcd #7312): the core hands out what needs nothing from the disk
+            self._send(self.core.take_messages())
             self._kick()
             if self._writes:
                 self._expire_writes()

@@ -76,9 +76,13 @@ def build_shim(where: Path) -> Path:
     return lib
 
 
+@pytest.mark.parametrize("stalled", ["leader", "followers"])
 def test_a_leader_with_a_stalling_disk_keeps_leading(
-    make_cluster: MakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_cluster: MakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalled: str
 ) -> None:
+    """The leader's disk stalls: its heartbeats must still go out. The followers' disks
+    stall: their answers to heartbeats must still come back, or the leader, hearing from
+    no quorum for an election timeout, steps down (CheckQuorum)."""
     control = tmp_path / "stalls"
     control.mkdir()
     monkeypatch.setenv("LD_PRELOAD", str(build_shim(tmp_path)))
@@ -90,8 +94,10 @@ def test_a_leader_with_a_stalling_disk_keeps_leading(
         c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         term = c.status()["term"]
 
-    # from now on every fsync of the leader's process stalls for STALL_MS
-    (control / str(cluster.pids[leader])).write_text(str(STALL_MS))
+    # from now on every fsync of the stalled processes takes STALL_MS
+    slow = [leader] if stalled == "leader" else [i for i in cluster.ports if i != leader]
+    for node in slow:
+        (control / str(cluster.pids[node])).write_text(str(STALL_MS))
     written: list[int] = []
     stop = threading.Event()
 
@@ -117,7 +123,8 @@ def test_a_leader_with_a_stalling_disk_keeps_leading(
     finally:
         stop.set()
         thread.join(timeout=30)
-    (control / str(cluster.pids[leader])).unlink()
+    for node in slow:
+        (control / str(cluster.pids[node])).unlink()
     assert not thread.is_alive()
     assert written, "no write was acknowledged while the leader's disk stalled"
 

@@ -12,6 +12,8 @@ from raftsql.raft.messages import (
     AppendEntriesResponse,
     Entry,
     HardState,
+    Heartbeat,
+    HeartbeatResponse,
     RequestVoteResponse,
 )
 from tests.unit.raft_harness import Cluster
@@ -184,3 +186,39 @@ def test_a_leader_heartbeats_while_its_own_write_is_being_persisted() -> None:
     assert follower.take_messages() == []  # a follower's wait for advance()
     follower.advance(out)
     assert [type(m).__name__ for m in follower.ready().messages] == ["ReadIndexRequest"]
+
+
+def test_a_follower_answers_heartbeats_while_its_write_is_being_persisted() -> None:
+    """etcd #7312, the follower's side: while a follower's Ready is out for a slow fsync
+    (or waits behind a long checkpoint), its heartbeat answers must still leave, or a
+    leader whose followers' disks are all busy hears from no quorum and steps down
+    (CheckQuorum). Only answers in a term already on disk: a new term must be durable
+    before anyone hears of it, and acks promise entries, so both wait for advance()."""
+    c = Cluster(3)
+    c.elect(1)
+    leader, follower = c.core(1), c.core(2)
+    term = leader.term
+    leader.propose(b"a")
+    # the follower got the append: its Ready (entry + ack) is out, being fsynced
+    append = next(m for m in leader.ready().messages if m.to == 2)
+    follower.step(append)
+    out = follower.ready()
+    assert any(isinstance(m, AppendEntriesResponse) for m in out.messages_after_persist)
+    follower.step(Heartbeat(1, 2, term, commit=0, round=7))
+    taken = follower.take_messages()
+    assert taken == [HeartbeatResponse(2, 1, term, 7)]
+    assert follower.take_messages() == []  # taken once
+    follower.advance(out)
+    rd = follower.ready()
+    assert not any(isinstance(m, HeartbeatResponse) for m in rd.messages_after_persist)
+    follower.advance(rd)  # (the answer taken above is not sent twice)
+
+    # a heartbeat of a newer term: the follower's new term is not on disk yet
+    follower.step(AppendEntries(1, 2, term, leader.log.last_index, term, (), 0))
+    out = follower.ready()
+    follower.step(Heartbeat(3, 2, term + 1, commit=0, round=1))
+    assert follower.take_messages() == []
+    follower.advance(out)
+    rd = follower.ready()
+    assert rd.hard_state is not None and rd.hard_state.term == term + 1
+    assert HeartbeatResponse(2, 3, term + 1, 1) in rd.messages_after_persist
