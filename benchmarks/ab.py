@@ -42,9 +42,10 @@ workload, seconds = sys.argv[1], float(sys.argv[3])
 clients = [int(c) for c in sys.argv[2].split(",")]
 cload = None
 if os.environ.get("AB_CLOADGEN"):
-    spec = importlib.util.spec_from_file_location("ab_cloadgen", os.environ["AB_CLOADGEN"])
-    cload = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cload)
+    found = importlib.util.spec_from_file_location("ab_cloadgen", os.environ["AB_CLOADGEN"])
+    cload = importlib.util.module_from_spec(found)
+    found.loader.exec_module(cload)
+    c_workload = json.loads(os.environ["AB_CWORKLOAD"])
 out = {}
 with tempfile.TemporaryDirectory(prefix="raftsql-ab-") as tmp:
   with LocalCluster(directory=Path(tmp)) as cl:
@@ -52,8 +53,7 @@ with tempfile.TemporaryDirectory(prefix="raftsql-ab-") as tmp:
     where, maker = WORKLOADS[workload]
     for n in clients:
         if cload is not None:
-            spec = json.loads(os.environ["AB_CWORKLOAD"])
-            r = cload.closed_loop_c(_targets(cl, where), n, spec, seconds)
+            r = cload.closed_loop_c(_targets(cl, where), n, c_workload, seconds)
         else:
             r = closed_loop(_targets(cl, where), n, maker(n), seconds)
         out[n] = {"ops_per_s": r.ops / r.seconds, "errors": r.errors}

@@ -20,8 +20,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cbor2
 
@@ -62,7 +63,7 @@ def closed_loop_c(
     workload: dict[str, str],
     duration: float,
     warmup: float = 0.5,
-    probe: object = None,
+    probe: Callable[[], Any] | None = None,
 ) -> LoadResult:
     """Drive ``clients`` connections with ``cload`` for ``warmup + duration`` seconds.
 
@@ -85,14 +86,14 @@ def closed_loop_c(
             args += ["-a", f"{host}:{port}"]
         for key, value in workload.items():
             args += [flags[key], str(value)]
-        probes: list[object] = []
+        probes: list[Any] = []
         with subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         ) as proc:
             try:
                 assert proc.stdout is not None
                 first = proc.stdout.readline()
-                if first.startswith("start ") and callable(probe):
+                if first.startswith("start ") and probe is not None:
                     start = float(first.split()[1])
                     for edge in (start + warmup, start + warmup + duration):
                         time.sleep(max(0.0, edge - time.monotonic()))

@@ -130,8 +130,6 @@ class Node:
         self._snapshot_lock = trio.Lock()
         self._snapshotting = False
         self._checkpointing = False
-        self._persisting = False
-        """The Ready loop is waiting for the disk worker to persist a Ready."""
         self._to_apply: list[Entry] = []
         """Committed entries handed to the applier task, in log order."""
         self._applier_running = False
@@ -221,12 +219,13 @@ class Node:
 
         Anything that fsyncs (new entries, a new term or vote) runs in the disk worker,
         so a slow disk never stops ticks, and while the loop waits for it the ticker sends
-        a leader's heartbeats itself (``RaftCore.take_messages``, etcd #7312). Applying runs here
-        on the event loop: on the 2-core VMs we measure on, a cross-thread hand-off
-        costs 50-150 us of wake-ups, more than applying a small batch, and a Ready no
-        longer waits for the apply of the one before. The loop never waits for long SQL:
-        an apply runs under a deadline and what is left goes to the applier task (see
-        ``_apply_in_order``). Snapshot staging and installs run in the disk worker."""
+        heartbeats and their answers itself (``RaftCore.take_messages``, etcd #7312).
+        Applying runs here on the event loop: on the 2-core VMs we measure on, a
+        cross-thread hand-off costs 50-150 us of wake-ups, more than applying a small
+        batch, and a Ready no longer waits for the apply of the one before. The loop never
+        waits for long SQL: an apply runs under a deadline and what is left goes to the
+        applier task (see ``_apply_in_order``). Snapshot staging and installs run in the
+        disk worker."""
         self._send(rd.messages)
         if rd.snapshot is not None or rd.snapshot_chunks:
             await self._handle_snapshot_ready(rd)
@@ -244,15 +243,11 @@ class Node:
                     and (not rd.entries or rd.committed[-1].index < rd.entries[0].index)
                 )
                 persisting = self._disk.submit(self._persist_and_send, rd)
-                self._persisting = True
                 try:
                     if early:
                         self._apply_in_order(rd.committed)
                 finally:
-                    try:
-                        left = await self._disk.wait(persisting)
-                    finally:
-                        self._persisting = False
+                    left = await self._disk.wait(persisting)
                 self._send(left)
                 if rd.committed and not early:
                     self._apply_in_order(rd.committed)

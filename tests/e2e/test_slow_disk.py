@@ -46,21 +46,17 @@ static int stall_ms(void) {
     return ms;
 }
 
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (real == NULL) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+/* the stall, then libc's own `name` */
+static int stalled(const char *name, int fd) {
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
     int ms = stall_ms();
     if (ms > 0) usleep((useconds_t)ms * 1000);
     return real(fd);
 }
 
-int fsync(int fd) {
-    static int (*real)(int);
-    if (real == NULL) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    int ms = stall_ms();
-    if (ms > 0) usleep((useconds_t)ms * 1000);
-    return real(fd);
-}
+int fdatasync(int fd) { return stalled("fdatasync", fd); }
+
+int fsync(int fd) { return stalled("fsync", fd); }
 """
 
 STALL_MS = 900
