@@ -16,6 +16,14 @@ Why this shape:
   bisect over those runs, ``entries`` is one ``pread`` per segment touched.
 * Segments roll at ``segment_bytes``, so compaction (``truncate_prefix``) is unlinking whole
   files and disk use follows the snapshot, not the history.
+* The active segment is kept written with zeros ``preallocate`` bytes (1 MiB) ahead of its
+  data. An ``fdatasync`` after a write into blocks that already hold data only flushes those
+  blocks; one that extends the file must also commit the new size and block allocation
+  through the filesystem's journal. Measured here (ext4, a 200-byte append per sync): 134
+  vs 202 us alone, 269 vs 324 us with three writers at once, on the path of every
+  acknowledged write. ``posix_fallocate`` does not help: its unwritten extents are
+  converted, through the journal, on the first write. A sealed segment is trimmed to its
+  data before the next one is created, so only the active segment ever has a zero tail.
 
 Crash safety, the part that matters (kill -9 or power loss at any instant):
 
@@ -25,11 +33,13 @@ Crash safety, the part that matters (kill -9 or power loss at any instant):
   written and synced under a temporary name, then renamed). So on open, a bad record in the
   last segment (short header, short body, CRC mismatch, zeros from an extended-but-unwritten
   block) is a torn write of entries nobody was promised: it is truncated away and reported
-  in a :class:`RecoveryReport`. The same damage in an earlier segment cannot come from a
-  crash, only from the disk or an operator; those entries were synced, possibly
-  acknowledged and committed, so dropping them would silently break Raft's promise. That
-  raises :class:`CorruptLogError` and the operator decides (typically: wipe the node and let
-  it catch up from a snapshot).
+  in a :class:`RecoveryReport`. Zeros from the last record to the end of the file are the
+  preallocated space (or blocks written but whose data never reached the disk): no record
+  can start with a zero length, so nothing was torn, and the space is kept for appends.
+  The same damage in an earlier segment cannot come from a crash, only from the disk or an
+  operator; those entries were synced, possibly acknowledged and committed, so dropping
+  them would silently break Raft's promise. That raises :class:`CorruptLogError` and the
+  operator decides (typically: wipe the node and let it catch up from a snapshot).
 * Replacing a conflicting suffix (``append`` starting at or below ``last_index``) truncates
   the file and fsyncs that truncation *before* writing the new entries. Otherwise, after a
   crash, the old tail could reappear behind a new head (new index i, stale index i+1 from
@@ -60,6 +70,7 @@ from pathlib import Path
 from struct import Struct
 from struct import error as struct_error
 from types import TracebackType
+from typing import BinaryIO
 
 from raftsql.raft.messages import Entry, EntryKind
 
@@ -74,6 +85,8 @@ _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 _KINDS: dict[int, EntryKind] = {int(k): k for k in EntryKind}
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
+DEFAULT_PREALLOCATE = 1 << 20
+_ZEROS = bytes(1 << 20)
 _MAX_CACHED_READ_FDS = 8
 _SCAN_CHUNK = 1 << 20
 
@@ -117,13 +130,17 @@ class RecoveryReport:
 class _Segment:
     """One segment file: where its records start, and an fd while it is in use."""
 
-    __slots__ = ("fd", "first", "offsets", "path", "size")
+    __slots__ = ("allocated", "fd", "first", "offsets", "path", "size")
 
-    def __init__(self, path: Path, first: int, offsets: array, size: int) -> None:
+    def __init__(
+        self, path: Path, first: int, offsets: array, size: int, allocated: int | None = None
+    ) -> None:
         self.path = path
         self.first = first
         self.offsets = offsets  # offsets[k]: file offset of the record of index first + k
         self.size = size  # bytes of valid data, header included
+        self.allocated = size if allocated is None else allocated
+        """The file's size: ``size`` plus the zeros written ahead (active segment only)."""
         self.fd: int | None = None
 
     @property
@@ -142,10 +159,12 @@ class _Segment:
 class _TailDamage(Exception):
     """Internal: a record that cannot be read; ``offset`` is where the good data stops."""
 
-    def __init__(self, offset: int, reason: str) -> None:
+    def __init__(self, offset: int, reason: str, zeros: bool = False) -> None:
         super().__init__(reason)
         self.offset = offset
         self.reason = reason
+        self.zeros = zeros
+        """Everything from ``offset`` to the end of the file is zero (preallocated space)."""
 
 
 def segment_name(first_index: int) -> str:
@@ -195,6 +214,23 @@ def _pwrite_all(fd: int, buf: bytes, offset: int) -> None:
         offset += n
 
 
+def _write_zeros(fd: int, start: int, end: int) -> None:
+    while start < end:
+        n = min(end - start, len(_ZEROS))
+        _pwrite_all(fd, _ZEROS[:n] if n < len(_ZEROS) else _ZEROS, start)
+        start += n
+
+
+def _all_zero(f: BinaryIO, offset: int, end: int) -> bool:
+    f.seek(offset)
+    while offset < end:
+        chunk = f.read(min(_SCAN_CHUNK, end - offset))
+        if not chunk or chunk.count(0) != len(chunk):
+            return False
+        offset += len(chunk)
+    return True
+
+
 def _pread_exact(fd: int, length: int, offset: int) -> bytes:
     data = os.pread(fd, length, offset)
     if len(data) == length:
@@ -218,12 +254,19 @@ class LogStore:
     """
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        preallocate: int = DEFAULT_PREALLOCATE,
     ) -> None:
         if segment_bytes < _SEG_HEADER.size + _REC_OVERHEAD:
             raise ValueError(f"segment_bytes too small: {segment_bytes}")
+        if preallocate < 0:
+            raise ValueError(f"preallocate must be >= 0, got {preallocate}")
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        self.preallocate = preallocate
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._firsts: list[int] = []  # segment first indices, for bisect
@@ -252,10 +295,14 @@ class LogStore:
 
     @classmethod
     def open(
-        cls, directory: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        preallocate: int = DEFAULT_PREALLOCATE,
     ) -> tuple[LogStore, RecoveryReport]:
         """Open (creating if needed) and recover the log; return it with what recovery did."""
-        store = cls(directory, segment_bytes=segment_bytes)
+        store = cls(directory, segment_bytes=segment_bytes, preallocate=preallocate)
         return store, store.report
 
     # ------------------------------------------------------------------ properties
@@ -303,12 +350,16 @@ class LogStore:
                 seg = self._roll(start)
             fd = self._fd(seg)
             try:
+                end = seg.size + len(buf)
+                if end > seg.allocated and self.preallocate:
+                    self._extend(seg, end)
                 _pwrite_all(fd, buf, seg.size)
             except BaseException:
                 # A half-written batch (ENOSPC...) must not linger past the valid data: it
                 # would turn into "corruption" once this segment is sealed.
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, seg.size)
+                    seg.allocated = seg.size
                 raise
             base = seg.size
             seg.offsets.extend([base + r for r in rel])
@@ -319,6 +370,16 @@ class LogStore:
                 if not terms or terms[-1] != e.term:
                     starts.append(e.index)
                     terms.append(e.term)
+
+    def _extend(self, seg: _Segment, end: int) -> None:
+        """Write zeros from the end of the file to ``preallocate`` bytes past ``end`` (but
+        not past ``segment_bytes`` unless ``end`` already is): the next syncs then flush
+        data blocks only (see the module docstring). The next sync makes them durable."""
+        assert seg.fd is not None
+        target = min(end + self.preallocate, max(end, self.segment_bytes))
+        _write_zeros(seg.fd, seg.allocated, target)
+        seg.allocated = target
+        self._dirty[seg] = None
 
     def sync(self) -> None:
         """Make everything appended so far durable: fdatasync touched files, fsync the dir."""
@@ -534,6 +595,12 @@ class LogStore:
         """
         if self._segments:
             prev = self._segments[-1]
+            if prev.allocated > prev.size:
+                # trim the zeros written ahead: a sealed segment is its records, exactly
+                fd = self._fd(prev)
+                os.ftruncate(fd, prev.size)
+                prev.allocated = prev.size
+                self._dirty[prev] = None
             if prev in self._dirty:
                 assert prev.fd is not None
                 _fdatasync(prev.fd)
@@ -572,10 +639,11 @@ class LogStore:
         local = index - seg.first
         new_size = seg.offsets[local]
         fd = self._fd(seg)
-        os.ftruncate(fd, new_size)
+        os.ftruncate(fd, new_size)  # the zeros written ahead go too: appends write them anew
         os.fsync(fd)  # a full fsync: the shrunken size is the whole point here
         del seg.offsets[local:]
         seg.size = new_size
+        seg.allocated = new_size
         self._dirty.pop(seg, None)
         j = bisect_left(self._run_starts, index)
         del self._run_starts[j:]
@@ -610,6 +678,10 @@ class LogStore:
                     f"{self._segments[-1].last}: a segment is missing or misnamed"
                 )
             offsets, size, runs, damage = self._scan(path, first, last_term)
+            allocated = size
+            if damage is not None and damage.zeros and is_last:
+                allocated = path.stat().st_size  # the preallocated space: nothing was torn
+                damage = None
             if damage is not None:
                 if not is_last:
                     raise CorruptLogError(
@@ -633,7 +705,7 @@ class LogStore:
                     cut_index,
                     damage.reason,
                 )
-            seg = _Segment(path, first, offsets, size)
+            seg = _Segment(path, first, offsets, size, allocated)
             self._segments.append(seg)
             self._firsts.append(first)
             for start, term in runs:
@@ -703,10 +775,17 @@ class LogStore:
                 if offset == file_size:
                     return offsets, offset, runs, None
                 if not fill(8):
-                    return offsets, offset, runs, _TailDamage(offset, "short record header")
+                    zeros = _all_zero(f, offset, file_size)
+                    return offsets, offset, runs, _TailDamage(offset, "short record header", zeros)
                 n, crc = _REC_HEADER.unpack_from(buf, bpos)
                 if n < _ENTRY_HEAD.size:
-                    return offsets, offset, runs, _TailDamage(offset, f"bad record length {n}")
+                    zeros = n == 0 and _all_zero(f, offset, file_size)
+                    return (
+                        offsets,
+                        offset,
+                        runs,
+                        _TailDamage(offset, f"bad record length {n}", zeros),
+                    )
                 if n > file_size - offset - 8:
                     return offsets, offset, runs, _TailDamage(offset, "short record body")
                 if not fill(8 + n):

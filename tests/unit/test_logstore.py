@@ -197,10 +197,11 @@ def test_reset_after_snapshot(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- crash recovery
 
 
-def _build(d: Path, n: int = 12, segment_bytes: int = 200) -> list[Entry]:
-    """A log of two or more segments; returns the entries."""
+def _build(d: Path, n: int = 12, segment_bytes: int = 200, preallocate: int = 0) -> list[Entry]:
+    """A log of two or more segments; returns the entries. Without ``preallocate`` every
+    file ends with its last record, so the tests below can cut and flip its bytes."""
     all_entries = []
-    with LogStore(d, segment_bytes=segment_bytes) as log:
+    with LogStore(d, segment_bytes=segment_bytes, preallocate=preallocate) as log:
         for i in range(1, n + 1, 3):
             batch = ents(i, min(i + 3, n + 1), term=1 + i // 6)
             log.append(batch)
@@ -229,13 +230,15 @@ def test_torn_last_record_is_cut_at_every_byte_offset(tmp_path: Path) -> None:
         log, report = LogStore.open(work, segment_bytes=200)
         assert log.last_index == len(entries) - 1, cut
         assert log.entries(1, len(entries)) == entries[:-1]
-        if cut > rec_start:
+        if any(full[rec_start:cut]):
             assert report.truncated_bytes == cut - rec_start
             assert report.first_lost_index == len(entries)
             assert report.truncated_path is not None
             assert report.truncated_path.endswith(last_seg)
         else:
-            assert report.clean  # cut exactly at a record boundary: nothing torn
+            # cut at a record boundary, or inside the length's leading zero bytes, which
+            # read as preallocated space: nothing torn that could be told from zeros
+            assert report.clean
         # The log is usable at once, and the repair itself was durable.
         log.append([Entry(9, len(entries), b"again")])
         log.sync()
@@ -324,15 +327,161 @@ def test_foreign_file_with_segment_name_raises(tmp_path: Path) -> None:
         LogStore(tmp_path)
 
 
-def test_zero_filled_tail_is_cut(tmp_path: Path) -> None:
-    """After power loss a file can be longer than its data, the rest reading as zeros."""
+def test_zero_filled_tail_is_kept_as_preallocated_space(tmp_path: Path) -> None:
+    """After power loss a file can be longer than its data, the rest reading as zeros: no
+    record was torn (none starts with a zero length), and the space serves the appends."""
+    entries = _build(tmp_path)
+    last = seg_files(tmp_path)[-1]
+    with open(last, "ab") as f:
+        f.write(bytes(4096))
+    size = last.stat().st_size
+    with LogStore(tmp_path) as log:  # large segments: the next append does not roll
+        assert log.last_index == len(entries)
+        assert log.report.clean
+        log.append([Entry(7, len(entries) + 1, b"into the zeros")])
+        log.sync()
+    assert last.stat().st_size == size  # written in place: the file did not grow
+    with LogStore(tmp_path) as log:
+        assert log.report.clean
+        assert log.entries(1, len(entries) + 2) == [
+            *entries,
+            Entry(7, len(entries) + 1, b"into the zeros"),
+        ]
+
+
+def test_a_few_zero_bytes_at_the_end_are_not_a_torn_header(tmp_path: Path) -> None:
     entries = _build(tmp_path)
     with open(seg_files(tmp_path)[-1], "ab") as f:
-        f.write(bytes(4096))
+        f.write(bytes(3))
     with LogStore(tmp_path) as log:
-        assert log.last_index == len(entries)
-        assert log.report.truncated_bytes == 4096
-        assert "length 0" in (log.report.reason or "")
+        assert log.report.clean and log.last_index == len(entries)
+
+
+def test_zeros_in_a_sealed_segment_are_corruption(tmp_path: Path) -> None:
+    """Sealed segments are trimmed to their records before the next one starts, so zeros
+    there are not preallocated space: refuse, as for any damage to synced entries."""
+    _build(tmp_path)
+    with open(seg_files(tmp_path)[0], "ab") as f:
+        f.write(bytes(64))
+    with pytest.raises(CorruptLogError, match="sealed"):
+        LogStore(tmp_path)
+
+
+# ---------------------------------------------------------------------- preallocation
+
+
+def _data_end(path: Path) -> int:
+    """Offset just past the last record of a segment file (records parsed by length)."""
+    raw = path.read_bytes()
+    pos = SEG_HEADER
+    while pos + 8 <= len(raw):
+        n = int.from_bytes(raw[pos : pos + 4], "big")
+        if n == 0:
+            break
+        pos += 8 + n
+    return pos
+
+
+def test_the_active_segment_is_written_with_zeros_ahead(tmp_path: Path) -> None:
+    with LogStore(tmp_path, preallocate=8192) as log:
+        log.append(ents(1, 4))
+        log.sync()
+        (seg,) = seg_files(tmp_path)
+        data_end = SEG_HEADER + sum(record_size(e) for e in ents(1, 4))
+        assert _data_end(seg) == data_end
+        assert seg.stat().st_size == data_end + 8192
+        assert seg.read_bytes()[data_end:] == bytes(8192)
+        log.append(ents(4, 6))  # into the zeros: the file does not grow
+        assert seg.stat().st_size == data_end + 8192
+        log.append([Entry(1, 6, b"x" * 9000)])  # past them: zeros written ahead again
+        end = _data_end(seg)
+        assert seg.stat().st_size == end + 8192
+    with LogStore(tmp_path, preallocate=8192) as log:
+        assert log.report.clean
+        assert log.entries(1, 7) == [*ents(1, 6), Entry(1, 6, b"x" * 9000)]
+
+
+def test_preallocation_stops_at_the_segment_size(tmp_path: Path) -> None:
+    with LogStore(tmp_path, segment_bytes=300, preallocate=1 << 20) as log:
+        log.append(ents(1, 3))
+        assert seg_files(tmp_path)[0].stat().st_size == 300
+        log.append([Entry(1, 3, b"y" * 400)])  # one batch may exceed a segment: no zeros then
+        assert seg_files(tmp_path)[-1].stat().st_size == _data_end(seg_files(tmp_path)[-1])
+
+
+def test_sealed_segments_are_trimmed_to_their_records(tmp_path: Path) -> None:
+    with LogStore(tmp_path, segment_bytes=300, preallocate=4096) as log:
+        for i in range(1, 40, 3):
+            log.append(ents(i, i + 3))
+        log.sync()
+        files = seg_files(tmp_path)
+        assert len(files) >= 3
+        for sealed in files[:-1]:
+            assert sealed.stat().st_size == _data_end(sealed), sealed.name
+        assert files[-1].stat().st_size > _data_end(files[-1])
+    with LogStore(tmp_path, segment_bytes=300) as log:
+        assert log.report.clean
+        assert log.entries(1, 40) == ents(1, 40)
+
+
+def test_torn_record_in_preallocated_space_is_cut_at_every_byte_offset(tmp_path: Path) -> None:
+    """A crash mid-append into the zeros leaves a prefix of the record, then zeros."""
+    base = tmp_path / "base"
+    entries = _build(base)
+    last_seg = seg_files(base)[-1].name
+    full = (base / last_seg).read_bytes()
+    rec_start = len(full) - record_size(entries[-1])
+    first_nonzero = next(i for i in range(rec_start, len(full)) if full[i])
+    for cut in range(first_nonzero + 1, len(full)):
+        work = _fresh_copy(base, tmp_path / "work")
+        (work / last_seg).write_bytes(full[:cut] + bytes(512))
+        with LogStore(work, segment_bytes=200) as log:
+            assert log.last_index == len(entries) - 1, cut
+            assert log.entries(1, len(entries)) == entries[:-1]
+            assert log.report.truncated_offset == rec_start
+            assert log.report.truncated_bytes == cut - rec_start + 512
+            log.append([Entry(9, len(entries), b"again")])
+            log.sync()
+        with LogStore(work) as log:
+            assert log.report.clean
+            assert log.entries(len(entries), len(entries) + 1) == [Entry(9, len(entries), b"again")]
+
+
+def test_replaced_suffix_does_not_come_back_from_the_zeros(tmp_path: Path) -> None:
+    """Suffix replacement trims the file (zeros and old records alike) before writing."""
+    with LogStore(tmp_path, preallocate=4096) as log:
+        log.append([Entry(1, i, b"old-%d" % i) for i in range(1, 21)])
+        log.sync()
+        log.append([Entry(2, 5, b"new")])
+        log.sync()
+    with LogStore(tmp_path) as log:
+        assert log.report.clean
+        assert log.last_index == 5
+        assert log.entries(5, 6) == [Entry(2, 5, b"new")]
+
+
+def test_failed_preallocation_leaves_the_log_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = LogStore(tmp_path, preallocate=4096)
+    log.append(ents(1, 3))
+    log.sync()
+    real = logstore._write_zeros
+
+    def enospc(fd: int, start: int, end: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(logstore, "_write_zeros", enospc)
+    with pytest.raises(OSError, match="No space"):
+        log.append([Entry(1, 3, b"z" * 5000)])
+    monkeypatch.setattr(logstore, "_write_zeros", real)
+    assert log.last_index == 2
+    log.append(ents(3, 5))
+    log.sync()
+    log.close()
+    with LogStore(tmp_path) as again:
+        assert again.report.clean
+        assert again.entries(1, 5) == ents(1, 5)
 
 
 def test_garbage_length_does_not_allocate_it(tmp_path: Path) -> None:
@@ -352,7 +501,7 @@ def test_garbage_length_does_not_allocate_it(tmp_path: Path) -> None:
 def test_stale_record_with_older_term_after_new_head_is_cut(tmp_path: Path) -> None:
     """A new head (index 4, term 3) followed by a stale index 5 from term 2 (a log that
     never existed) is what an unsynced suffix replacement could leave: cut it."""
-    with LogStore(tmp_path) as log:
+    with LogStore(tmp_path, preallocate=0) as log:
         log.append([*ents(1, 4, term=2), Entry(3, 4, b"new")])
         log.sync()
     stale, _ = encode_records([Entry(2, 5, b"stale")], 5)
@@ -505,7 +654,7 @@ def test_failed_fsync_poisons_the_store(tmp_path: Path, monkeypatch: pytest.Monk
 def test_failed_write_leaves_no_partial_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = LogStore(tmp_path)
+    log = LogStore(tmp_path, preallocate=0)
     log.append(ents(1, 3))
     size = seg_files(tmp_path)[0].stat().st_size
     real = logstore._pwrite_all
