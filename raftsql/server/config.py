@@ -51,6 +51,13 @@ class NodeConfig:
     apply_budget: float = 0.010
     """Seconds an apply may run on the event loop before it is cut off and finished by
     the disk worker (heartbeats and client I/O wait while the loop applies)."""
+    follower_apply_batch: int = 16
+    follower_apply_delay: float = timing.TICK_SECONDS
+    """A follower holds committed entries until it has ``follower_apply_batch`` of them or
+    the oldest has waited ``follower_apply_delay`` seconds (checked every tick), and at once
+    when a read needs them: applying one entry per append cost each follower ~60-100 us
+    of CPU right when the leader needs a core to commit and answer. A batch of 1 applies
+    everything at once."""
 
     @property
     def address(self) -> tuple[str, int]:

@@ -6,7 +6,9 @@ thread, while peer messages and ticks keep flowing into the core (a slow fsync m
 cost an election, etcd #7312). Proposals and messages that arrive during an fsync are
 batched into the next one: that is the group commit. Committed entries are applied on the
 loop itself (a WAL commit with synchronous=NORMAL does not fsync) under a time budget;
-what runs longer is finished in the disk worker while the loop goes on.
+what runs longer is finished in the disk worker while the loop goes on. A leader applies
+at once (writers wait for the results); a follower holds a few committed entries and
+applies them in one batch, within a tick, or at once when a read needs them.
 
 Use it as a library::
 
@@ -132,6 +134,9 @@ class Node:
         self._checkpointing = False
         self._to_apply: list[Entry] = []
         """Committed entries handed to the applier task, in log order."""
+        self._held: list[Entry] = []
+        """A follower's committed entries not applied yet (``follower_apply_batch``)."""
+        self._held_since = 0.0
         self._applier_running = False
         self.listen_port: int | None = None
         self._forwarder: Forwarder | None = None
@@ -196,6 +201,11 @@ class Node:
                 # burst, which would time out elections that the paused peers never missed
                 deadline = trio.current_time()
             self.core.tick()
+            if (
+                self._held
+                and time.monotonic() - self._held_since >= self.config.follower_apply_delay
+            ):
+                self._apply_held()
             # while the Ready loop waits for the disk, heartbeats and their answers must
             # not (etcd #7312): the core hands out what needs nothing from the disk
             self._send(self.core.take_messages())
@@ -245,19 +255,19 @@ class Node:
                 persisting = self._disk.submit(self._persist_and_send, rd)
                 try:
                     if early:
-                        self._apply_in_order(rd.committed)
+                        self._apply_committed(rd.committed)
                 finally:
                     left = await self._disk.wait(persisting)
                 self._send(left)
                 if rd.committed and not early:
-                    self._apply_in_order(rd.committed)
+                    self._apply_committed(rd.committed)
             else:
                 if rd.hard_state is not None:
                     # only the commit index moved: a hint, written without an fsync
                     self.storage.hard_state.save(rd.hard_state, sync=False)
                 self._send(rd.messages_after_persist)
                 if rd.committed:
-                    self._apply_in_order(rd.committed)
+                    self._apply_committed(rd.committed)
         for rs in rd.read_states:
             slot = self._fast_reads.pop(rs.ctx, None)
             if slot is not None:  # else the read was retried or gave up: forget the answer
@@ -265,6 +275,7 @@ class Node:
                 self._reads_to_apply.append(slot)
         self.core.advance(rd)
         if self._reads_to_apply:
+            self._apply_held()  # a read waits for these
             self._release_applied_reads()
         self._maybe_snapshot()
 
@@ -281,6 +292,8 @@ class Node:
         """A Ready that stages snapshot chunks or installs a snapshot: one disk worker
         job (persist, send what waited for it, apply)."""
         if rd.snapshot is not None:
+            # held entries go first, in log order (those the snapshot covers are skipped)
+            self._apply_held()
             # installing replaces the database file: no local copy, no reader open
             locks = [self._snapshot_lock, self._machine_lock, self._reader_lock]
             async with _all(locks):
@@ -295,7 +308,31 @@ class Node:
             await self._disk.run(self._persist, rd)
             self._send(rd.messages_after_persist)
             if rd.committed:
-                self._apply_in_order(rd.committed)
+                self._apply_committed(rd.committed)
+
+    def _apply_committed(self, committed: Sequence[Entry]) -> None:
+        """Apply now on a leader (writers wait for the results); a follower holds them
+        until it has ``follower_apply_batch`` (or the next tick, or a read needs them).
+
+        Why a follower waits: with one writer it applied each entry right after its ack
+        left, ~60-100 us of CPU on each follower at the very moment the leader needs a
+        core to commit, apply and answer (2 cores, 3 nodes), and one transaction per
+        entry. Held entries are committed and in the log: a crash loses nothing, and
+        linearizable reads, stale reads and a new leader apply them first."""
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.extend(committed)
+        if (
+            self.core.role is Role.LEADER
+            or len(self._held) >= self.config.follower_apply_batch
+            or self._reads_to_apply
+        ):
+            self._apply_held()
+
+    def _apply_held(self) -> None:
+        if self._held:
+            held, self._held = self._held, []
+            self._apply_in_order(held)
 
     def _apply_in_order(self, committed: Sequence[Entry]) -> None:
         """Apply committed entries, in log order, without making the Ready loop wait.
@@ -673,6 +710,7 @@ class Node:
         slot = _ReadSlot(sql, check_params(c, params), on_done=on_done, started=now)
         slot.deadline = now + self.config.request_timeout
         if consistency == "stale":
+            self._apply_held()  # as fresh as this node can be without asking the leader
             lag = self.core.commit - self.machine.applied_index
             if max_lag is not None and lag > max_lag:
                 raise errors.UnavailableError(
@@ -820,6 +858,7 @@ class Node:
             "leader_address": self.leader_address(),
             "commit": core.commit,
             "applied": self.machine.applied_index,
+            "held": len(self._held),
             "first_index": core.first_index,
             "last_index": core.last_index,
             "snapshot_index": core.snapshot_meta.index,
