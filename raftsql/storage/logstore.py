@@ -86,7 +86,7 @@ _KINDS: dict[int, EntryKind] = {int(k): k for k in EntryKind}
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_PREALLOCATE = 1 << 20
-_ZEROS = bytes(1 << 20)
+_ZEROS = bytes(64 << 10)  # written in pieces: no 1 MiB buffer held for the life of the node
 _MAX_CACHED_READ_FDS = 8
 _SCAN_CHUNK = 1 << 20
 
