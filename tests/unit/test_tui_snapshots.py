@@ -50,7 +50,10 @@ def degraded_app() -> ClusterApp:
 
 
 async def settle(pilot: Pilot[None]) -> None:
-    """Wait (bounded) until the app drew every scripted poll."""
+    """Wait (bounded) until the app drew every scripted poll and the screen stopped
+    changing: the table widens its columns on an idle event after the poll, and on a
+    loaded machine one pause was not always enough (a CI run caught "unrea" for
+    "unreachable")."""
     app = pilot.app
     assert isinstance(app, ClusterApp)
     for _ in range(200):
@@ -58,7 +61,19 @@ async def settle(pilot: Pilot[None]) -> None:
             break
         await pilot.pause(0.02)
     assert app.polls == 3
-    await pilot.pause()
+    await until_still(pilot)
+
+
+async def until_still(pilot: Pilot[None]) -> None:
+    """Until two screenshots 20 ms apart are the same (bounded: 200 tries)."""
+    before = pilot.app.export_screenshot()
+    for _ in range(200):
+        await pilot.pause(0.02)
+        now = pilot.app.export_screenshot()
+        if now == before:
+            return
+        before = now
+    raise AssertionError("the screen never stopped changing")
 
 
 async def settle_modal(pilot: Pilot[None], screen: type[ModalScreen[Any]]) -> None:
@@ -70,7 +85,7 @@ async def settle_modal(pilot: Pilot[None], screen: type[ModalScreen[Any]]) -> No
         await pilot.pause(0.02)
     assert isinstance(pilot.app.screen, screen)
     await pilot.wait_for_scheduled_animations()
-    await pilot.pause()
+    await until_still(pilot)
 
 
 def test_main_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
