@@ -4,42 +4,17 @@ difference. Three nodes in one trio program, on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 
-from raftsql.cluster import free_ports
-from raftsql.server.config import NodeConfig
-from raftsql.server.node import Node, open_node
+from raftsql.server.node import Node
+from tests.e2e.in_process import three_nodes, wait_leader
 
 pytestmark = pytest.mark.timeout(60)
 
 BATCH = 5
-
-
-@asynccontextmanager
-async def three_nodes(tmp_path: Path, **overrides: object) -> AsyncIterator[list[Node]]:
-    ports = free_ports(3)
-    peers = {i + 1: ("127.0.0.1", p) for i, p in enumerate(ports)}
-    async with AsyncExitStack() as stack:
-        nodes = []
-        for i in peers:
-            config = NodeConfig(id=i, peers=peers, data_dir=tmp_path / f"n{i}")
-            nodes.append(await stack.enter_async_context(open_node(replace(config, **overrides))))
-        yield nodes
-
-
-async def wait_leader(nodes: list[Node]) -> Node:
-    with trio.fail_after(20):
-        while True:
-            for n in nodes:
-                if n.status()["role"] == "leader" and n.core.commit >= 1:
-                    return n
-            await trio.sleep(0.02)
 
 
 async def wait_commit(node: Node, index: int) -> None:

@@ -12,17 +12,9 @@ from raftsql.cluster import free_ports
 from raftsql.server.config import NodeConfig
 from raftsql.server.node import Node, open_node
 from tests.e2e.cli_runner import run_cli
+from tests.e2e.in_process import wait_leader
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def wait_leader(nodes: list[Node]) -> Node:
-    with trio.fail_after(20):
-        while True:
-            for n in nodes:
-                if n.status()["role"] == "leader" and n.core.commit >= 1:
-                    return n
-            await trio.sleep(0.02)
 
 
 async def test_three_nodes_inside_one_trio_program(tmp_path: Path) -> None:

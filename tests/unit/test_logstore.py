@@ -218,12 +218,18 @@ def _fresh_copy(base: Path, work: Path) -> Path:
     return work
 
 
-def test_torn_last_record_is_cut_at_every_byte_offset(tmp_path: Path) -> None:
-    base = tmp_path / "base"
+def _built_tail(base: Path) -> tuple[list[Entry], str, bytes, int]:
+    """A log from ``_build``: its entries, the last segment's name and bytes, and where
+    that segment's last record starts."""
     entries = _build(base)
     last_seg = seg_files(base)[-1].name
     full = (base / last_seg).read_bytes()
-    rec_start = len(full) - record_size(entries[-1])
+    return entries, last_seg, full, len(full) - record_size(entries[-1])
+
+
+def test_torn_last_record_is_cut_at_every_byte_offset(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    entries, last_seg, full, rec_start = _built_tail(base)
     for cut in range(rec_start, len(full)):
         work = _fresh_copy(base, tmp_path / "work")
         (work / last_seg).write_bytes(full[:cut])
@@ -273,10 +279,7 @@ def test_every_cut_of_the_last_segment_keeps_the_complete_records(tmp_path: Path
 
 def test_flipped_byte_in_last_record_is_cut(tmp_path: Path) -> None:
     base = tmp_path / "base"
-    entries = _build(base)
-    last_seg = seg_files(base)[-1].name
-    full = (base / last_seg).read_bytes()
-    rec_start = len(full) - record_size(entries[-1])
+    entries, last_seg, full, rec_start = _built_tail(base)
     for pos in range(rec_start, len(full)):
         work = _fresh_copy(base, tmp_path / "work")
         damaged = bytearray(full)
@@ -427,10 +430,7 @@ def test_sealed_segments_are_trimmed_to_their_records(tmp_path: Path) -> None:
 def test_torn_record_in_preallocated_space_is_cut_at_every_byte_offset(tmp_path: Path) -> None:
     """A crash mid-append into the zeros leaves a prefix of the record, then zeros."""
     base = tmp_path / "base"
-    entries = _build(base)
-    last_seg = seg_files(base)[-1].name
-    full = (base / last_seg).read_bytes()
-    rec_start = len(full) - record_size(entries[-1])
+    entries, last_seg, full, rec_start = _built_tail(base)
     first_nonzero = next(i for i in range(rec_start, len(full)) if full[i])
     for cut in range(first_nonzero + 1, len(full)):
         work = _fresh_copy(base, tmp_path / "work")
@@ -460,6 +460,18 @@ def test_replaced_suffix_does_not_come_back_from_the_zeros(tmp_path: Path) -> No
         assert log.entries(5, 6) == [Entry(2, 5, b"new")]
 
 
+def goes_on_after_a_failed_append(log: LogStore, d: Path) -> None:
+    """After a failed append of entries 3.. to a log of 1..2: nothing of it is left, the
+    log takes 3..4, and reopens clean."""
+    assert log.last_index == 2
+    log.append(ents(3, 5))
+    log.sync()
+    log.close()
+    with LogStore(d) as again:
+        assert again.report.clean
+        assert again.entries(1, 5) == ents(1, 5)
+
+
 def test_failed_preallocation_leaves_the_log_usable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -475,13 +487,7 @@ def test_failed_preallocation_leaves_the_log_usable(
     with pytest.raises(OSError, match="No space"):
         log.append([Entry(1, 3, b"z" * 5000)])
     monkeypatch.setattr(logstore, "_write_zeros", real)
-    assert log.last_index == 2
-    log.append(ents(3, 5))
-    log.sync()
-    log.close()
-    with LogStore(tmp_path) as again:
-        assert again.report.clean
-        assert again.entries(1, 5) == ents(1, 5)
+    goes_on_after_a_failed_append(log, tmp_path)
 
 
 def test_garbage_length_does_not_allocate_it(tmp_path: Path) -> None:
@@ -668,10 +674,4 @@ def test_failed_write_leaves_no_partial_batch(
         log.append(ents(3, 10))
     monkeypatch.undo()
     assert seg_files(tmp_path)[0].stat().st_size == size
-    assert log.last_index == 2
-    log.append(ents(3, 5))
-    log.sync()
-    log.close()
-    with LogStore(tmp_path) as again:
-        assert again.report.clean
-        assert again.entries(1, 5) == ents(1, 5)
+    goes_on_after_a_failed_append(log, tmp_path)
