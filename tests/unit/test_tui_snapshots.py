@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 from textual.screen import ModalScreen
+from textual.widgets import DataTable
 
 from tui.app import ClusterApp, ConfirmScreen, HelpScreen
 from tui.source import FakeSource, fake_poll
@@ -50,10 +51,10 @@ def degraded_app() -> ClusterApp:
 
 
 async def settle(pilot: Pilot[None]) -> None:
-    """Wait (bounded) until the app drew every scripted poll and the screen stopped
-    changing: the table widens its columns on an idle event after the poll, and on a
-    loaded machine one pause was not always enough (a CI run caught "unrea" for
-    "unreachable")."""
+    """Wait (bounded) until the app drew every scripted poll, the table measured its new
+    cells and the screen stopped changing. The DataTable widens its columns on an idle
+    event after the poll: on a loaded machine a pause, and even 20 ms without a change,
+    came before it (CI runs caught "unrea" for "unreachable", once under a modal)."""
     app = pilot.app
     assert isinstance(app, ClusterApp)
     for _ in range(200):
@@ -61,6 +62,13 @@ async def settle(pilot: Pilot[None]) -> None:
             break
         await pilot.pause(0.02)
     assert app.polls == 3
+    table = app.query_one("#nodes", DataTable)
+    for _ in range(200):
+        # Textual keeps these until its idle handler has measured the updated cells
+        if not table._updated_cells and not table._require_update_dimensions:
+            break
+        await pilot.pause(0.02)
+    assert not table._updated_cells and not table._require_update_dimensions
     await until_still(pilot)
 
 
