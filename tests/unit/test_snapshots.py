@@ -228,6 +228,47 @@ def test_recover_log_after_snapshot_and_clamped_commit(tmp_path: Path) -> None:
     storage.close()
 
 
+def test_recover_raises_a_term_behind_the_log_and_forgets_no_vote_it_had(
+    tmp_path: Path,
+) -> None:
+    """A crash after a follower synced entries of a new term but before it saved that
+    term (or before its very first hard state): the term comes from the log, with no vote
+    (none was given in that term), and recovery says so. PySyncObj #201 reset the term."""
+    storage = open_storage(tmp_path)
+    storage.log.append([Entry(2, 1, b"a"), Entry(5, 2, b"b")])
+    storage.log.sync()
+    storage.close()  # crash before the first hard state file was written
+    storage = open_storage(tmp_path)
+    rec = recover(storage, applied=0)
+    assert (rec.restored.hard_state.term, rec.restored.hard_state.vote) == (5, None)
+    assert any("behind the log" in n for n in rec.notes)
+    storage.hard_state.save(HardState(term=3, vote=2))  # an older term, with a vote
+    storage.close()
+    storage = open_storage(tmp_path)
+    rec = recover(storage, applied=0)
+    assert (rec.restored.hard_state.term, rec.restored.hard_state.vote) == (5, None)
+    storage.hard_state.save(HardState(term=5, vote=2))
+    storage.close()
+    storage = open_storage(tmp_path)
+    rec = recover(storage, applied=0)
+    assert (rec.restored.hard_state.term, rec.restored.hard_state.vote) == (5, 2)  # kept
+    assert not any("behind the log" in n for n in rec.notes)
+    storage.close()
+
+
+def test_recover_raises_a_term_behind_the_snapshot(tmp_path: Path) -> None:
+    storage = open_storage(tmp_path)
+    m = meta(50, 7, size=4)
+    storage.snapshots.stage_chunk(m, 0, b"snap")
+    storage.snapshots.finish_staged(m)
+    storage.log.reset(51)
+    storage.close()  # crash before the hard state of term 7 was saved
+    storage = open_storage(tmp_path)
+    rec = recover(storage, applied=50)
+    assert (rec.restored.hard_state.term, rec.restored.hard_state.vote) == (7, None)
+    storage.close()
+
+
 def test_recover_after_crash_between_snapshot_install_and_log_reset(tmp_path: Path) -> None:
     """Raft §7: the old log does not contain the snapshot's last entry, so it is stale."""
     storage = open_storage(tmp_path)
