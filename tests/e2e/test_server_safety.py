@@ -1,0 +1,120 @@
+"""Two of the peers' safety bugs, checked on the server (the core's rules are tested
+message by message in tests/unit): acks ahead of the disk (PySyncObj #84) and a read
+index reused across retries (etcd #20418). Three nodes in one trio program, on loopback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from raftsql.raft.messages import AppendEntriesResponse, Message, ReadIndexResponse
+from raftsql.server.node import Node
+from tests.e2e.in_process import three_nodes, wait_leader
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class AckAudit:
+    """Wraps one follower's log sync and its link to the leader: records the highest index
+    fsynced so far and every acknowledged index, with any ack that got ahead of the disk."""
+
+    def __init__(self, node: Node, leader_id: int) -> None:
+        self.lock = threading.Lock()
+        self.synced = node.storage.log.last_index  # recovered at open: on disk already
+        self.acked: list[int] = []
+        self.ahead: list[tuple[int, int]] = []
+        log = node.storage.log
+        real_sync = log.sync
+
+        def sync() -> None:
+            last = log.last_index
+            real_sync()
+            with self.lock:
+                self.synced = max(self.synced, last)
+
+        log.sync = sync  # type: ignore[method-assign]
+        link = node.links[leader_id]
+        link.send_from_thread = self._watch(link.send_from_thread)  # type: ignore[method-assign]
+        link.send_batch = self._watch(link.send_batch)  # type: ignore[method-assign]
+
+    def _watch(self, send: Callable[..., Any]) -> Callable[..., Any]:
+        def watched(messages: Sequence[Message], *args: Any) -> Any:
+            with self.lock:
+                for m in messages:
+                    if isinstance(m, AppendEntriesResponse) and m.success:
+                        self.acked.append(m.index)
+                        if m.index > self.synced:
+                            self.ahead.append((m.index, self.synced))
+            return send(messages, *args)
+
+        return watched
+
+
+async def test_followers_acknowledge_only_what_their_log_has_fsynced(tmp_path: Path) -> None:
+    async with three_nodes(tmp_path) as nodes:
+        leader = await wait_leader(nodes)
+        audits = [AckAudit(n, leader.config.id) for n in nodes if n is not leader]
+        await leader.write([("CREATE TABLE t (x INTEGER)", ())])
+        for x in range(40):
+            await leader.write([("INSERT INTO t VALUES (?)", (x,))])
+        for audit in audits:
+            assert not audit.ahead, f"acks ahead of the disk (acked, synced): {audit.ahead}"
+        # the audit saw the acks that committed these writes (else it proves nothing)
+        assert max(max(a.acked, default=0) for a in audits) >= leader.core.commit - 1
+        assert all(len(a.acked) >= 20 for a in audits)
+
+
+async def test_a_late_read_index_answer_to_an_earlier_attempt_is_not_used(
+    tmp_path: Path,
+) -> None:
+    """etcd #20418: a read retried with the context of an earlier attempt can take that
+    attempt's late answer, a read index from before writes acknowledged since. Each attempt
+    here asks with a fresh context: the late answer finds no read and is dropped, and the
+    read is served at a read index from its latest attempt."""
+    async with three_nodes(tmp_path) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        await leader.write([("CREATE TABLE t (x INTEGER)", ())])
+        await leader.write([("INSERT INTO t VALUES (1)", ())])
+        held: list[Message] = []
+        real_step = follower.core.step
+
+        def step(m: Message) -> None:
+            if isinstance(m, ReadIndexResponse):
+                held.append(m)  # every answer waits until the test lets it through
+            else:
+                real_step(m)
+
+        follower.core.step = step  # type: ignore[method-assign]
+        done = trio.Event()
+        slot = follower.start_read(
+            "SELECT count(*) FROM t", (), "linearizable", lambda _: done.set()
+        )
+        with trio.fail_after(10):
+            while not held:
+                await trio.sleep(0.005)
+        await leader.write([("INSERT INTO t VALUES (2)", ())])  # acknowledged now
+        acknowledged = leader.core.commit
+        with trio.fail_after(10):
+            while len(held) < 2:  # the read was retried (after retry_at) and answered again
+                await trio.sleep(0.005)
+        late, *rest = held
+        assert isinstance(late, ReadIndexResponse) and late.index < acknowledged
+        follower.core.step = real_step  # type: ignore[method-assign]
+        real_step(late)  # the late answer first: it must find no read waiting for it
+        follower._kick()
+        await trio.sleep(0.05)
+        for m in rest:
+            real_step(m)
+        follower._kick()
+        with trio.fail_after(10):
+            await done.wait()
+        assert slot.error is None
+        assert slot.index >= acknowledged
+        assert slot.result is not None and slot.result.rows == [(2,)]
