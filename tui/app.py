@@ -147,6 +147,7 @@ class ClusterApp(App[None]):
         self.view: ClusterView | None = None
         self.events: list[Event] = []
         self.polls = 0  # how many polls were drawn: tests wait on it
+        self._widths: list[int] = []
         self._writes: deque[float] = deque([0.0] * 60, maxlen=60)
         self._reads: deque[float] = deque([0.0] * 60, maxlen=60)
         self._write_p99: deque[float] = deque([0.0] * 60, maxlen=60)
@@ -259,17 +260,29 @@ class ClusterApp(App[None]):
         ]
 
     def _draw_table(self, rows: list[Row]) -> None:
+        """Update the cells in place; rebuild the table when the rows or the widths the
+        cells need change. The widths are ours, set with the columns: the DataTable's own
+        auto-width is measured later, on an idle event, and a loaded machine caught it
+        drawing "unrea" for "unreachable" (the next poll would fix it; a snapshot not)."""
         table = self.query_one("#nodes", DataTable)
         keys = [r.address for r in rows]
-        if keys == [k.value for k in table.rows]:
-            for row in rows:
-                for (col, _), cell in zip(COLUMNS, self._cells(row), strict=True):
-                    table.update_cell(row.address, col, cell, update_width=True)
+        cells = [self._cells(row) for row in rows]
+        widths = [
+            max([Text(label).cell_len, *(line[i].cell_len for line in cells)])
+            for i, (_, label) in enumerate(COLUMNS)
+        ]
+        if keys == [k.value for k in table.rows] and widths == self._widths:
+            for row, line in zip(rows, cells, strict=True):
+                for (col, _), cell in zip(COLUMNS, line, strict=True):
+                    table.update_cell(row.address, col, cell)
             return
         selected = self.selected_row()
-        table.clear()
-        for row in rows:
-            table.add_row(*self._cells(row), key=row.address)
+        table.clear(columns=True)
+        for (key, label), width in zip(COLUMNS, widths, strict=True):
+            table.add_column(label, key=key, width=width)
+        self._widths = widths
+        for row, line in zip(rows, cells, strict=True):
+            table.add_row(*line, key=row.address)
         if selected is not None and selected.address in keys:
             table.move_cursor(row=keys.index(selected.address))
 

@@ -48,6 +48,31 @@ def test_leader_sends_appends_before_its_own_fsync_but_counts_itself_only_after(
     assert core.commit == 2
 
 
+def test_proposals_made_while_a_write_is_persisted_share_the_next_one() -> None:
+    """Group commit: what arrives while a Ready's entries are on their way to disk goes
+    out in the next Ready, all in one append (one fsync), not one Ready each. And a second
+    Ready cannot be taken before the first is advanced, so storage completions can never
+    come back out of order (openraft PR #1964)."""
+    c = Cluster(3)
+    c.elect(1)
+    core = c.core(1)
+    core.propose(b"first")
+    rd = core.ready()
+    assert [e.data for e in rd.entries] == [b"first"]
+    for k in range(20):
+        core.propose(b"%d" % k)
+    assert not core.has_ready()  # nothing more until the disk is done
+    with pytest.raises(RuntimeError, match="advance"):
+        core.ready()
+    core.advance(rd)
+    nxt = core.ready()
+    assert [e.data for e in nxt.entries] == [b"%d" % k for k in range(20)]
+    new = [e.index for e in nxt.entries]
+    for peer in (2, 3):  # and each follower gets them in one message
+        (append,) = [m for m in nxt.messages if isinstance(m, AppendEntries) and m.to == peer]
+        assert [e.index for e in append.entries] == new
+
+
 def test_5_3_only_a_conflicting_suffix_is_truncated() -> None:
     c = Cluster(3)
     c.elect(1)
