@@ -266,3 +266,29 @@ def test_a_slow_read_is_moved_off_the_loop_and_answered(make_cluster: MakeCluste
         before = c.status()["counters"]["reads_moved"]
         assert c.query(slow).rows == [(2_000_000, 2_000_000 * 2_000_001 // 2)]
         assert c.status()["counters"]["reads_moved"] == before + 1
+
+
+def test_the_whole_cluster_killed_at_once_restarts_with_its_terms_and_data(
+    make_cluster: MakeCluster,
+) -> None:
+    """PySyncObj #201: after a full-cluster restart its term went back to 0 and committed
+    data was overwritten. Every node is killed -9 at once; on restart no node's term is
+    below the one it had, every acknowledged row is there once, and writes go on."""
+    cluster = make_cluster()
+    with cluster.client() as c:
+        c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        for k in range(50):
+            c.execute("INSERT INTO t VALUES (?)", (k,))
+    terms = {i: s["term"] for i, s in cluster.statuses().items() if s is not None}
+    assert len(terms) == 3
+    for i in sorted(cluster.ports):
+        cluster.kill(i)
+    for i in sorted(cluster.ports):
+        cluster.start_node(i)
+    cluster.wait_for_leader()
+    with cluster.client() as c:
+        c.execute("INSERT INTO t VALUES (50)")
+        assert c.query("SELECT count(*), sum(k) FROM t").rows == [(51, 1275)]
+    wait_converged(cluster)
+    for i, st in cluster.statuses().items():
+        assert st is not None and st["term"] >= terms[i], (i, st["term"], terms[i])
