@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from raftsql.raft import Config, ProposalDropped, RaftCore, Restored, Role
+from raftsql.raft import Config, ProposalDropped, RaftCore, Ready, Restored, Role
 from raftsql.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -32,14 +32,20 @@ def test_5_3_entries_replicate_and_apply_in_order_everywhere() -> None:
     assert all(c.nodes[i].applied_data == want for i in (1, 2, 3))
 
 
-def test_leader_sends_appends_before_its_own_fsync_but_counts_itself_only_after() -> None:
-    """Thesis §10.2.1: the leader writes its log in parallel with replication."""
+def leader_with_a_write_out(data: bytes) -> tuple[RaftCore, Ready]:
+    """Node 1 leads 3 nodes and has proposed ``data``: its Ready is out, not advanced."""
     c = Cluster(3)
     c.elect(1)
     core = c.core(1)
-    core.propose(b"a")
+    core.propose(data)
     rd = core.ready()
-    assert [e.data for e in rd.entries] == [b"a"]
+    assert [e.data for e in rd.entries] == [data]
+    return core, rd
+
+
+def test_leader_sends_appends_before_its_own_fsync_but_counts_itself_only_after() -> None:
+    """Thesis §10.2.1: the leader writes its log in parallel with replication."""
+    core, rd = leader_with_a_write_out(b"a")
     assert any(isinstance(m, AppendEntries) and m.entries for m in rd.messages)
     # one follower acknowledges before the leader's own write completed: 1 of 3 durable
     core.step(AppendEntriesResponse(2, 1, 1, True, 2))
@@ -53,12 +59,7 @@ def test_proposals_made_while_a_write_is_persisted_share_the_next_one() -> None:
     out in the next Ready, all in one append (one fsync), not one Ready each. And a second
     Ready cannot be taken before the first is advanced, so storage completions can never
     come back out of order (openraft PR #1964)."""
-    c = Cluster(3)
-    c.elect(1)
-    core = c.core(1)
-    core.propose(b"first")
-    rd = core.ready()
-    assert [e.data for e in rd.entries] == [b"first"]
+    core, rd = leader_with_a_write_out(b"first")
     for k in range(20):
         core.propose(b"%d" % k)
     assert not core.has_ready()  # nothing more until the disk is done
