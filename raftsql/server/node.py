@@ -319,6 +319,9 @@ class Node:
         core to commit, apply and answer (2 cores, 3 nodes), and one transaction per
         entry. Held entries are committed and in the log: a crash loses nothing, and
         linearizable reads, stale reads and a new leader apply them first."""
+        if self.core.role is Role.LEADER and not self._held:
+            self._apply_in_order(committed)
+            return
         if not self._held:
             self._held_since = time.monotonic()
         self._held.extend(committed)

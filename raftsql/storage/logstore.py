@@ -206,7 +206,7 @@ def _fsync_dir(dir_fd: int) -> None:
     os.fsync(dir_fd)
 
 
-def _pwrite_all(fd: int, buf: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, buf: bytes | memoryview, offset: int) -> None:
     view = memoryview(buf)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -217,7 +217,7 @@ def _pwrite_all(fd: int, buf: bytes, offset: int) -> None:
 def _write_zeros(fd: int, start: int, end: int) -> None:
     while start < end:
         n = min(end - start, len(_ZEROS))
-        _pwrite_all(fd, _ZEROS[:n] if n < len(_ZEROS) else _ZEROS, start)
+        _pwrite_all(fd, memoryview(_ZEROS)[:n], start)
         start += n
 
 

@@ -125,15 +125,15 @@ def recover(storage: Storage, applied: int | None = None) -> Recovered:
 
     hs = storage.hard_state.load()
     term, vote = hs.term, hs.vote
-    last_term = log.last_term if log.last_index >= log.first_index else meta.term
-    if max(last_term, meta.term) > term:
+    newest = max(log.last_term, meta.term)  # an empty log's last term is 0
+    if newest > term:
         # A follower that learns a new term from an append persists the entries, then the
         # term (it must: a commit hint covering them may only follow them to disk). A crash
         # in between leaves entries of a term the hard state has not reached. The node
         # voted for no one in that term (a vote is on disk before it leaves), so the term
         # is raised with no vote: a term below its own log's would break currentTerm >=
         # lastLogTerm, which the election rules assume.
-        term, vote = max(last_term, meta.term), None
+        term, vote = newest, None
         notes.append(
             f"hard state: term {hs.term} is behind the log's term {term} (a crash between "
             "the log's fsync and the hard state's); raised, with no vote"
