@@ -58,6 +58,15 @@ class NodeConfig:
     when a read needs them: applying one entry per append cost each follower ~60-100 us
     of CPU right when the leader needs a core to commit and answer. A batch of 1 applies
     everything at once."""
+    max_pending_writes: int = 10_000
+    max_apply_backlog: float = 2.0
+    """Backpressure on the leader: a write is refused at once (``UnavailableError``,
+    "overloaded", nothing done, safe to retry) while ``max_pending_writes`` writes wait
+    for their answer there, or while the entries it has not applied yet would take more
+    than ``max_apply_backlog`` seconds to apply (measured cost per entry, recent
+    batches). Without it, pipelined clients queue work without bound and writes time
+    out after being committed, their outcome unknown to the client (PySyncObj drops
+    callbacks when overloaded)."""
 
     @property
     def address(self) -> tuple[str, int]:

@@ -137,6 +137,12 @@ class Node:
         self._held: list[Entry] = []
         """A follower's committed entries not applied yet (``follower_apply_batch``)."""
         self._held_since = 0.0
+        self._apply_seconds = 0.0
+        self._apply_entries = 0.0
+        """Moving averages of an apply batch's seconds and entries: their ratio is the
+        recent cost per entry, for the leader's admission control (``max_apply_backlog``).
+        A ratio of averages, not an average of ratios: small batches carry a
+        transaction's fixed cost and would make a deep backlog look slower than it is."""
         self._applier_running = False
         self.listen_port: int | None = None
         self._forwarder: Forwarder | None = None
@@ -354,8 +360,11 @@ class Node:
             return
         entries, self._to_apply = self._to_apply, []
         batch = self._batch_to_apply(entries)
-        deadline = time.perf_counter() + self.config.apply_budget
+        started = time.perf_counter()
+        deadline = started + self.config.apply_budget
         results = self.machine.apply(batch, deadline=deadline) if batch else []
+        if batch:
+            self._note_apply_cost(time.perf_counter() - started, len(results))
         applied = self.machine.applied_index
         self._finish_writes(
             [e for e in entries if e.index <= applied],
@@ -382,7 +391,7 @@ class Node:
                 async with self._machine_lock:
                     entries, self._to_apply = self._to_apply, []
                     batch = self._batch_to_apply(entries)
-                    results = await self._disk.run(self.machine.apply, batch) if batch else []
+                    results = await self._disk.run(self._timed_apply, batch) if batch else []
                 by_index = {
                     index: result for (index, _), result in zip(batch, results, strict=True)
                 }
@@ -511,10 +520,19 @@ class Node:
         expired = [i for i, w in self._writes.items() if w.deadline <= now]
         for index in expired:
             waiter = self._writes.pop(index)
-            waiter.error = errors.RequestTimeout(
-                f"write not committed within {self.config.request_timeout}s (no quorum?); "
-                "retrying with the same session and seq is safe"
-            )
+            if index <= self.core.commit:
+                why = (
+                    "write committed but not applied within "
+                    f"{self.config.request_timeout}s (the leader is busy applying earlier "
+                    "writes): it will take effect; retrying with the same session and seq "
+                    "returns its result"
+                )
+            else:
+                why = (
+                    f"write not committed within {self.config.request_timeout}s (no "
+                    "quorum?); retrying with the same session and seq is safe"
+                )
+            waiter.error = errors.RequestTimeout(why)
             self._end_write(waiter)
 
     # === snapshots ========================================================================
@@ -622,6 +640,7 @@ class Node:
         """Propose a checked write on the leader; the waiter ends when it is applied here,
         fails, or times out (``request_timeout``). Raises NotLeaderError/UnavailableError
         at once when it cannot even be proposed."""
+        self._admit_write()
         cmd = WriteCommand(
             session=session or os.urandom(16),
             seq=seq,
@@ -641,6 +660,41 @@ class Node:
         self._writes[index] = waiter
         self._kick()
         return waiter
+
+    def _admit_write(self) -> None:
+        """Refuse a new write while the leader is overloaded (see
+        ``NodeConfig.max_pending_writes`` / ``max_apply_backlog``): the client is told at
+        once, before anything is proposed, instead of waiting for a timeout."""
+        cfg = self.config
+        pending = len(self._writes)
+        if pending >= cfg.max_pending_writes:
+            raise errors.UnavailableError(
+                f"overloaded: {pending} writes are waiting for their answer on the leader "
+                f"(max_pending_writes {cfg.max_pending_writes}); this one was not proposed, "
+                "retry later"
+            )
+        backlog = self.core.log.last_index - self.machine.applied_index
+        work = backlog * self._apply_seconds / self._apply_entries if self._apply_entries else 0.0
+        if work > cfg.max_apply_backlog:
+            raise errors.UnavailableError(
+                f"overloaded: {backlog} entries, about {work:.1f}s of work, wait to be "
+                f"applied on the leader (max_apply_backlog {cfg.max_apply_backlog}s); this "
+                "write was not proposed, retry later"
+            )
+
+    def _note_apply_cost(self, seconds: float, entries: int) -> None:
+        """Fold one apply batch into the averages. A batch cut off by its deadline counts
+        its whole time against the entries it finished."""
+        self._apply_seconds = 0.8 * self._apply_seconds + 0.2 * seconds
+        self._apply_entries = 0.8 * self._apply_entries + 0.2 * entries
+
+    def _timed_apply(self, batch: list[tuple[int, bytes | None]]) -> list[bytes | None]:
+        """In the disk worker: apply ``batch`` and note its cost (its own time, not the
+        time it queued behind fsyncs)."""
+        started = time.perf_counter()
+        results = self.machine.apply(batch)
+        self._note_apply_cost(time.perf_counter() - started, len(batch))
+        return results
 
     async def _forward_write(
         self,

@@ -1,0 +1,179 @@
+"""Backpressure: a leader given more writes than it can apply refuses the excess at once
+and keeps serving (LESSONS: PySyncObj holds elections and drops callbacks when
+overloaded; apply backpressure instead of queueing without bound).
+
+A client may pipeline any number of writes on one connection. Before this, each was
+proposed, committed and queued to apply; the ones queued longer than the request timeout
+were answered "not committed" although they were committed and applied later: the
+client was told a falsehood and could not know what had happened. Now the leader refuses
+a write, before proposing it, while ``max_pending_writes`` writes wait for their answer or
+its unapplied entries would take more than ``max_apply_backlog`` seconds to apply
+(``UnavailableError``, "overloaded": nothing was done, the client library retries it
+with backoff). A write that does time out says truthfully whether it was committed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from raftsql.client import Client
+from raftsql.cluster import LocalCluster
+from raftsql.net.framing import FrameDecoder, FrameReader, encode_frame
+from raftsql.server.node import Node
+from tests.e2e.in_process import three_nodes, wait_leader
+
+MakeCluster = Callable[..., LocalCluster]
+
+pytestmark = pytest.mark.timeout(120)
+
+SLOW_INSERT = (
+    "INSERT INTO t (x, work) SELECT ?, count(*) FROM (WITH RECURSIVE c(k) AS "
+    "(SELECT 1 UNION ALL SELECT k + 1 FROM c WHERE k < 20000) SELECT k FROM c)"
+)
+"""A write that costs a few milliseconds to apply (counting 20,000 rows), every time."""
+
+
+def write_requests(n: int, sql: str) -> list[dict[str, Any]]:
+    """``n`` pipelined writes of one session, request ``i`` inserting ``x = i``."""
+    session = os.urandom(16)
+    return [
+        {"id": i, "op": "write", "stmts": [[sql, [i]]], "session": session, "seq": i + 1}
+        for i in range(n)
+    ]
+
+
+def pipeline(address: tuple[str, int], requests: list[dict[str, Any]], timeout: float) -> dict:
+    """Send every request on one connection without waiting, then collect the answers
+    (by request id). Fails if the node stops answering for ``timeout`` seconds."""
+    sock = socket.create_connection(address, timeout=timeout)
+    try:
+        sock.sendall(encode_frame({"hello": "client"}))
+        data = b"".join(encode_frame(r) for r in requests)
+        sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+        sender.start()
+        decoder, answers = FrameDecoder(), {}
+        while len(answers) < len(requests):
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"the node closed the connection after {len(answers)} answers"
+            for a in decoder.feed(chunk):
+                answers[a["id"]] = a
+        sender.join(timeout)
+        return answers
+    finally:
+        sock.close()
+
+
+def codes(answers: dict) -> Counter[str]:
+    return Counter("ok" if a["ok"] else a["error"]["code"] for a in answers.values())
+
+
+def test_a_flood_of_slow_writes_is_refused_in_part_and_nothing_times_out(
+    make_cluster: MakeCluster,
+) -> None:
+    """1,500 pipelined writes of ~3 ms each: seconds of work past ``max_apply_backlog``
+    (2 s). Every request gets an answer, each either applied or refused as overloaded;
+    none times out; what was acknowledged is there once and what was refused is not;
+    the leader keeps its leadership and answers a read meanwhile."""
+    cluster = make_cluster()
+    with Client(cluster.addresses(), timeout=30) as c:
+        c.execute("CREATE TABLE t (x INTEGER PRIMARY KEY, work INTEGER)")
+    leader = cluster.wait_for_leader()
+    term = cluster.statuses()[leader]["term"]
+    address = (cluster.host, cluster.ports[leader])
+
+    read_seconds: list[float] = []
+
+    def read_meanwhile() -> None:
+        time.sleep(0.5)
+        with Client([f"{address[0]}:{address[1]}"], timeout=30) as reader:
+            started = time.monotonic()
+            reader.query("SELECT count(*) FROM t")
+            read_seconds.append(time.monotonic() - started)
+
+    reader = threading.Thread(target=read_meanwhile)
+    reader.start()
+    answers = pipeline(address, write_requests(1500, SLOW_INSERT), timeout=60)
+    reader.join(60)
+
+    got = codes(answers)
+    print("answers:", dict(got), "read during the flood took", read_seconds)
+    assert set(got) <= {"ok", "unavailable"}, got  # no timeout, no other error
+    assert got["unavailable"] > 0, "no write was refused: the flood never overloaded the leader"
+    assert got["ok"] > 0
+    refused = [a["error"]["message"] for a in answers.values() if not a["ok"]]
+    assert all("overloaded" in m and "not proposed" in m for m in refused), refused[:3]
+
+    with Client(cluster.addresses(), timeout=30) as c:
+        rows = {r[0] for r in c.query("SELECT x FROM t").rows}
+        assert rows == {i for i, a in answers.items() if a["ok"]}
+        c.execute("INSERT INTO t (x, work) VALUES (-1, 0)")  # and it goes on serving
+    assert read_seconds, "the read during the flood got no answer"
+    statuses = cluster.statuses()
+    assert statuses[leader]["role"] == "leader" and statuses[leader]["term"] == term
+
+
+async def pipeline_in_process(node: Node, requests: list[dict[str, Any]]) -> dict:
+    """:func:`pipeline` for a node of this trio program: all requests in one write."""
+    assert node.listen_port is not None
+    stream = await trio.open_tcp_stream("127.0.0.1", node.listen_port)
+    async with stream:
+        hello = encode_frame({"hello": "client"})
+        await stream.send_all(hello + b"".join(encode_frame(r) for r in requests))
+        reader, answers = FrameReader(stream), {}
+        with trio.fail_after(60):
+            while len(answers) < len(requests):
+                a = await reader.receive()
+                answers[a["id"]] = a
+        return answers
+
+
+async def test_writes_beyond_max_pending_writes_are_refused_at_once(tmp_path: Path) -> None:
+    async with three_nodes(tmp_path, max_pending_writes=20) as ns:
+        leader = await wait_leader(ns)
+        await leader.write([("CREATE TABLE t (x INTEGER PRIMARY KEY)", ())])
+        term = leader.core.term
+        answers = await pipeline_in_process(
+            leader, write_requests(300, "INSERT INTO t (x) VALUES (?)")
+        )
+        got = codes(answers)
+        assert set(got) == {"ok", "unavailable"}, got
+        refused = [a["error"]["message"] for a in answers.values() if not a["ok"]]
+        assert all("max_pending_writes 20" in m for m in refused), refused[:3]
+        rows = await leader.read("SELECT x FROM t")
+        assert {r[0] for r in rows.rows} == {i for i, a in answers.items() if a["ok"]}
+        assert leader.core.role.name == "LEADER" and leader.core.term == term
+        assert not leader._writes  # every waiter answered and gone
+        # the refusal was for that moment only: a write now is accepted
+        await leader.write([("INSERT INTO t (x) VALUES (-1)", ())])
+
+
+async def test_a_write_that_times_out_says_whether_it_was_committed(tmp_path: Path) -> None:
+    """With the backlog bound off and a short request timeout, slow writes time out
+    while queued to apply. Each such answer says "committed ... it will take effect", and
+    each of those writes is then in the table: the client is told the truth."""
+    settings: dict[str, Any] = {"request_timeout": 0.3, "max_apply_backlog": 1e9}
+    async with three_nodes(tmp_path, **settings) as ns:
+        leader = await wait_leader(ns)
+        await leader.write([("CREATE TABLE t (x INTEGER PRIMARY KEY, work INTEGER)", ())])
+        answers = await pipeline_in_process(leader, write_requests(150, SLOW_INSERT))
+        timed_out = {i for i, a in answers.items() if not a["ok"]}
+        assert timed_out, "no write timed out: the test did not queue enough work"
+        for i in timed_out:
+            error = answers[i]["error"]
+            assert error["code"] == "timeout", error
+            assert "committed but not applied" in error["message"], error
+        with trio.fail_after(60):
+            while leader.machine.applied_index < leader.core.commit:
+                await trio.sleep(0.05)
+        rows = await leader.read("SELECT x FROM t")
+        assert {r[0] for r in rows.rows} == set(range(150))  # every one took effect
