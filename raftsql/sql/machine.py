@@ -274,6 +274,11 @@ class StateMachine:
         self._tag = f"/* raftsql internal {secrets.token_hex(8)} */ "
         self._snapshots: weakref.WeakSet[Snapshot] = weakref.WeakSet()
         self._applied = 0
+        """The last entry applied, inside the open transaction while a batch runs."""
+        self._committed = 0
+        """The last entry applied *and committed*: what a new read transaction sees. The
+        two differ while a batch runs, which may be in another thread (the server's disk
+        worker) than the one that asks ``applied_index`` to release reads."""
         self._closed = False
         self._deadline: float | None = None
         self._over_budget = False
@@ -358,7 +363,7 @@ class StateMachine:
         applied, fmt = run(f"SELECT applied_index, format FROM {META_TABLE}")[0]
         if fmt != FORMAT:
             raise MachineError(f"{self.path}: internal table format {fmt}, expected {FORMAT}")
-        self._applied = applied
+        self._applied = self._committed = applied
 
     def close(self) -> None:
         if self._closed:
@@ -390,8 +395,9 @@ class StateMachine:
 
     @property
     def applied_index(self) -> int:
-        """The index of the last entry applied and committed to the database."""
-        return self._applied
+        """The index of the last entry applied and committed to the database: a read
+        started now sees every entry up to it (never one of a batch still running)."""
+        return self._committed
 
     def _set_applied(self, index: int) -> None:
         self._exec(f"UPDATE {META_TABLE} SET applied_index = ? WHERE id = 0", (index,))
@@ -455,6 +461,7 @@ class StateMachine:
         deadline, self._deadline = self._deadline, None
         try:
             self._exec("COMMIT")
+            self._committed = self._applied
         finally:
             self._deadline = deadline
 
@@ -729,7 +736,7 @@ class StateMachine:
         """Make everything applied durable (checkpoint the WAL into the database file,
         fsync'd); return the applied index that is now safe to compact the log up to."""
         self._checkpoint()
-        return self._applied
+        return self._committed
 
     def _checkpoint(self) -> None:
         try:
@@ -795,7 +802,7 @@ class StateMachine:
             _fsync_dir(self.path)
         finally:
             self._open()
-        return self._applied
+        return self._committed
 
     def serialize(self) -> bytes:
         """The whole database as bytes (SQLite's serialization: the pages in order)."""
