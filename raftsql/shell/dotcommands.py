@@ -313,9 +313,9 @@ def _write_sqlite(path: Path, statements: Any) -> None:
 def _restore(shell: Shell, args: list[str]) -> None:
     _arity(args, 1, 1, ".restore FILE")
     path = Path(args[0]).expanduser()
-    statements = read_restore_file(path)
+    source = read_restore_file(path)
     shell.schema.dirty = True
-    done = restore(shell.client, statements, shell.err)
+    done = restore(shell.client, source.statements(), shell.err, total=source.total)
     shell.note(f"restored {plural(done, 'statement')} from {path}")
 
 

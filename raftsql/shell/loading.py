@@ -15,7 +15,8 @@ import sqlite3
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -95,29 +96,73 @@ def sqlite_query(con: sqlite3.Connection) -> Query:
     return query
 
 
-def read_restore_file(path: Path) -> list[str]:
-    """The statements a dump file holds. A SQLite database file (``.backup x.db``, or any
-    SQLite file) is dumped locally first, with the same code as ``.dump``."""
+@dataclass(frozen=True)
+class RestoreSource:
+    """What ``.restore`` replays, read from its file as it is sent, never held whole: a
+    dump of a multi-gigabyte database as a list of statements took several times the
+    file's size in memory (rqlite users ask most for loading big SQLite files).
+
+    ``total`` counts the statements to send, for the progress line: exact for SQL text
+    (counted in a first pass, which also refuses dot-commands before anything is sent);
+    for a SQLite file, an estimate from its row counts (one INSERT a row, one statement a
+    schema object).
+    """
+
+    path: Path
+    sqlite: bool
+    total: int
+
+    def statements(self) -> Iterator[str]:
+        """The file's statements, in order (a SQLite file is dumped as by ``.dump``)."""
+        if self.sqlite:
+            con = _open_sqlite(self.path)
+            try:
+                for stmt in dump_sql(sqlite_query(con)):
+                    if not stmt.startswith("--"):
+                        yield stmt
+            except sqlite3.Error as exc:
+                raise ShellError(f"cannot read the SQLite file {self.path}: {exc}") from exc
+            finally:
+                con.close()
+        else:
+            with open(self.path, encoding="utf-8", newline="") as f:
+                yield from split_statements(f)
+
+
+def _open_sqlite(path: Path) -> sqlite3.Connection:
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True)
+
+
+def read_restore_file(path: Path) -> RestoreSource:
+    """The dump file (SQL text) or SQLite database file (``.backup x.db``, or any SQLite
+    file) at ``path``, checked and counted; its statements are read when sent."""
     with open(path, "rb") as f:
         head = f.read(len(SQLITE_MAGIC))
     if head == SQLITE_MAGIC:
-        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-        con = sqlite3.connect(uri, uri=True)
+        con = _open_sqlite(path)
         try:
-            return [s for s in dump_sql(sqlite_query(con)) if not s.startswith("--")]
+            schema = con.execute("SELECT type, name FROM sqlite_schema WHERE sql IS NOT NULL")
+            objects = schema.fetchall()
+            rows = 0
+            for kind, name in objects:
+                if kind == "table" and not is_internal(name):
+                    rows += con.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
         except sqlite3.Error as exc:
             raise ShellError(f"cannot read the SQLite file {path}: {exc}") from exc
         finally:
             con.close()
+        return RestoreSource(path, sqlite=True, total=rows + len(objects))
+    total = 0
     with open(path, encoding="utf-8", newline="") as f:
-        statements = list(split_statements(f))
-    for stmt in statements:
-        if stmt.startswith("."):
-            raise ShellError(
-                f"{path} holds the dot-command {stmt.split()[0]}: .restore replays SQL only "
-                "(.read runs scripts with dot-commands)"
-            )
-    return statements
+        for stmt in split_statements(f):
+            if stmt.startswith("."):
+                raise ShellError(
+                    f"{path} holds the dot-command {stmt.split()[0]}: .restore replays SQL "
+                    "only (.read runs scripts with dot-commands)"
+                )
+            total += restorable(stmt)
+    return RestoreSource(path, sqlite=False, total=total)
 
 
 def restorable(stmt: str) -> bool:
@@ -188,25 +233,36 @@ def parameterize(stmt: str) -> tuple[str, tuple[Any, ...]]:
     return f"INSERT INTO {target} VALUES({','.join('?' * len(values))})", tuple(values)
 
 
-def restore(client: Client, statements: Sequence[str], stream: TextIO | None = None) -> int:
-    """Replay ``statements`` in atomic batches; returns how many were applied."""
-    todo = [s for s in statements if restorable(s)]
-    progress = Progress("restore", len(todo), "statements", stream)
+def restore(
+    client: Client,
+    statements: Iterable[str],
+    stream: TextIO | None = None,
+    total: int | None = None,
+) -> int:
+    """Replay ``statements`` in atomic batches, reading them as it goes; returns how
+    many were applied. ``total`` (default: ``len(statements)`` if it has one) is what the
+    progress line counts towards; at the end it shows what was really sent."""
+    if total is None and isinstance(statements, Sequence):
+        total = sum(1 for s in statements if restorable(s))
+    progress = Progress("restore", total, "statements", stream)
     done = 0
     try:
-        for batch in _batches(todo):
+        for batch in _batches(s for s in statements if restorable(s)):
             try:
                 client.write([parameterize(s) for s in batch], atomic=True)
             except errors.RaftsqlError as exc:
-                raise _load_failed("restore", exc, batch, done, len(todo), "statements") from exc
+                raise _load_failed(
+                    "restore", exc, batch, done, progress.total or done + len(batch), "statements"
+                ) from exc
             done += len(batch)
             progress.update(done)
+        progress.total = done  # an estimate (a SQLite file's) ends as the exact count
     finally:
         progress.close()
     return done
 
 
-def _batches(statements: Sequence[str]) -> Iterable[list[str]]:
+def _batches(statements: Iterable[str]) -> Iterator[list[str]]:
     batch: list[str] = []
     size = 0
     for stmt in statements:
