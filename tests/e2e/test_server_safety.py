@@ -1,6 +1,7 @@
-"""Two of the peers' safety bugs, checked on the server (the core's rules are tested
-message by message in tests/unit): acks ahead of the disk (PySyncObj #84) and a read
-index reused across retries (etcd #20418). Three nodes in one trio program, on loopback.
+"""Safety bugs checked on the server (the core's rules are tested
+message by message in tests/unit): acks ahead of the disk (PySyncObj #84), a read
+index reused across retries (etcd #20418), and a follower read released inside a batch
+still being applied (found here). Three nodes in one trio program, on loopback.
 """
 
 from __future__ import annotations
@@ -118,3 +119,54 @@ async def test_a_late_read_index_answer_to_an_earlier_attempt_is_not_used(
         assert slot.error is None
         assert slot.index >= acknowledged
         assert slot.result is not None and slot.result.rows == [(2,)]
+
+
+def slow_insert(rows: int) -> str:
+    """An INSERT that counts ``rows`` rows first: ~0.1 s a million here, long enough that
+    its apply moves to the disk worker."""
+    return (
+        "INSERT INTO t (k) SELECT -count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION "
+        f"ALL SELECT x + 1 FROM c WHERE x < {rows}) SELECT x FROM c)"
+    )
+
+
+async def test_a_follower_read_waits_for_the_commit_of_the_batch_holding_its_index(
+    tmp_path: Path,
+) -> None:
+    """A linearizable read on a follower whose read index falls inside a batch that its
+    disk worker is still applying must wait for that batch's COMMIT. The applied index
+    used to count each entry as soon as it ran inside the open transaction, so a read
+    released meanwhile ran before the COMMIT and missed the entry at its own read index.
+
+    The follower's machine is held busy (its machine lock, as a snapshot would) while a
+    fast entry A commits, the read starts (read index A) and a slow entry B commits; on
+    release its applier runs [A, B] in one transaction, and meanwhile the test keeps
+    asking the follower to release applied reads, as its loop does on every Ready."""
+    async with three_nodes(tmp_path, follower_apply_batch=1) as ns:
+        leader = await wait_leader(ns)
+        follower = next(n for n in ns if n is not leader)
+        await leader.write([("CREATE TABLE t (k INTEGER)", ())])
+
+        async def commit_on_follower(sql: str) -> int:
+            await leader.write([(sql, ())])
+            index = leader.core.commit
+            with trio.fail_after(10):
+                while follower.core.commit < index:
+                    await trio.sleep(0.001)
+            return index
+
+        async with follower._machine_lock:
+            a_index = await commit_on_follower("INSERT INTO t (k) VALUES (1)")
+            reading = follower.start_read("SELECT count(*) FROM t WHERE k = 1", (), "linearizable")
+            with trio.fail_after(10):
+                while not reading.index:  # the read index arrives from the leader
+                    await trio.sleep(0.001)
+            assert reading.index == a_index
+            await commit_on_follower(slow_insert(1_500_000))
+            assert follower.machine.applied_index < a_index  # nothing applied yet
+        with trio.fail_after(30):
+            while not reading.done.is_set():
+                follower._release_applied_reads()
+                await trio.sleep(0.001)
+        assert reading.error is None, reading.error
+        assert reading.result.rows == [(1,)], "the read missed the entry at its read index"
