@@ -64,9 +64,10 @@ class NodeConfig:
     "overloaded", nothing done, safe to retry) while ``max_pending_writes`` writes wait
     for their answer there, or while the entries it has not applied yet would take more
     than ``max_apply_backlog`` seconds to apply (measured cost per entry, recent
-    batches). Without it, pipelined clients queue work without bound and writes time
-    out after being committed, their outcome unknown to the client (PySyncObj drops
-    callbacks when overloaded)."""
+    batches), or the oldest waiting write has waited longer than that. Without it,
+    pipelined clients queue work without bound and writes time out after being
+    committed, their outcome unknown to the client (PySyncObj drops callbacks when
+    overloaded)."""
 
     @property
     def address(self) -> tuple[str, int]:

@@ -681,6 +681,17 @@ class Node:
                 f"applied on the leader (max_apply_backlog {cfg.max_apply_backlog}s); this "
                 "write was not proposed, retry later"
             )
+        if pending:
+            # What the estimate cannot foresee (a burst of writes costlier than the ones
+            # measured, a lost quorum) shows as the oldest write's wait: its index order
+            # is the dict's, so it is the first one.
+            waited = time.monotonic() - next(iter(self._writes.values())).started
+            if waited > cfg.max_apply_backlog:
+                raise errors.UnavailableError(
+                    f"overloaded: the oldest of {pending} writes waiting on the leader has "
+                    f"waited {waited:.1f}s (max_apply_backlog {cfg.max_apply_backlog}s: too "
+                    "much work queued, or no quorum); this write was not proposed, retry later"
+                )
 
     def _note_apply_cost(self, seconds: float, entries: int) -> None:
         """Fold one apply batch into the averages. A batch cut off by its deadline counts

@@ -40,7 +40,7 @@ SLOW_INSERT = (
     "INSERT INTO t (x, work) SELECT ?, count(*) FROM (WITH RECURSIVE c(k) AS "
     "(SELECT 1 UNION ALL SELECT k + 1 FROM c WHERE k < 20000) SELECT k FROM c)"
 )
-"""A write that costs a few milliseconds to apply (counting 20,000 rows), every time."""
+"""A write that costs ~3 ms to apply here (counting 20,000 rows), every time."""
 
 
 def write_requests(n: int, sql: str) -> list[dict[str, Any]]:
@@ -77,13 +77,15 @@ def codes(answers: dict) -> Counter[str]:
     return Counter("ok" if a["ok"] else a["error"]["code"] for a in answers.values())
 
 
-def test_a_flood_of_slow_writes_is_refused_in_part_and_nothing_times_out(
+def test_a_flood_of_slow_writes_is_refused_in_part_and_every_answer_is_true(
     make_cluster: MakeCluster,
 ) -> None:
-    """1,500 pipelined writes of ~3 ms each: seconds of work past ``max_apply_backlog``
-    (2 s). Every request gets an answer, each either applied or refused as overloaded;
-    none times out; what was acknowledged is there once and what was refused is not;
-    the leader keeps its leadership and answers a read meanwhile."""
+    """3,000 pipelined writes of ~3 ms each: ~9 s of work, far past ``max_apply_backlog``
+    (2 s) even on a machine several times faster (what is refused costs no time). Every
+    request gets an answer: applied, refused as overloaded (then it is not in the table),
+    or, for a few of the burst admitted before any of it had applied (judged by the cost
+    measured so far) on a loaded machine, a timeout that says it was committed (then it
+    is in the table). The leader keeps its leadership and answers a read meanwhile."""
     cluster = make_cluster()
     with Client(cluster.addresses(), timeout=30) as c:
         c.execute("CREATE TABLE t (x INTEGER PRIMARY KEY, work INTEGER)")
@@ -102,21 +104,27 @@ def test_a_flood_of_slow_writes_is_refused_in_part_and_nothing_times_out(
 
     reader = threading.Thread(target=read_meanwhile)
     reader.start()
-    answers = pipeline(address, write_requests(1500, SLOW_INSERT), timeout=60)
+    answers = pipeline(address, write_requests(3000, SLOW_INSERT), timeout=60)
     reader.join(60)
 
     got = codes(answers)
     print("answers:", dict(got), "read during the flood took", read_seconds)
-    assert set(got) <= {"ok", "unavailable"}, got  # no timeout, no other error
+    assert set(got) <= {"ok", "unavailable", "timeout"}, got  # no other error
     assert got["unavailable"] > 0, "no write was refused: the flood never overloaded the leader"
-    assert got["ok"] > 0
-    refused = [a["error"]["message"] for a in answers.values() if not a["ok"]]
-    assert all("overloaded" in m and "not proposed" in m for m in refused), refused[:3]
+    assert got["ok"] > got["timeout"]
+    for a in answers.values():
+        if a["ok"]:
+            continue
+        m = a["error"]["message"]
+        if a["error"]["code"] == "unavailable":
+            assert "overloaded" in m and "not proposed" in m, m
+        else:
+            assert "committed but not applied" in m and "will take effect" in m, m
 
-    with Client(cluster.addresses(), timeout=30) as c:
-        rows = {r[0] for r in c.query("SELECT x FROM t").rows}
-        assert rows == {i for i, a in answers.items() if a["ok"]}
-        c.execute("INSERT INTO t (x, work) VALUES (-1, 0)")  # and it goes on serving
+    with Client(cluster.addresses(), timeout=60) as c:
+        c.execute("INSERT INTO t (x, work) VALUES (-1, 0)")  # goes on serving, after all
+        rows = {r[0] for r in c.query("SELECT x FROM t WHERE x >= 0").rows}
+    assert rows == {i for i, a in answers.items() if a["ok"] or a["error"]["code"] == "timeout"}
     assert read_seconds, "the read during the flood got no answer"
     statuses = cluster.statuses()
     assert statuses[leader]["role"] == "leader" and statuses[leader]["term"] == term
@@ -165,7 +173,7 @@ async def test_a_write_that_times_out_says_whether_it_was_committed(tmp_path: Pa
     async with three_nodes(tmp_path, **settings) as ns:
         leader = await wait_leader(ns)
         await leader.write([("CREATE TABLE t (x INTEGER PRIMARY KEY, work INTEGER)", ())])
-        answers = await pipeline_in_process(leader, write_requests(150, SLOW_INSERT))
+        answers = await pipeline_in_process(leader, write_requests(300, SLOW_INSERT))
         timed_out = {i for i, a in answers.items() if not a["ok"]}
         assert timed_out, "no write timed out: the test did not queue enough work"
         for i in timed_out:
@@ -176,4 +184,4 @@ async def test_a_write_that_times_out_says_whether_it_was_committed(tmp_path: Pa
             while leader.machine.applied_index < leader.core.commit:
                 await trio.sleep(0.05)
         rows = await leader.read("SELECT x FROM t")
-        assert {r[0] for r in rows.rows} == set(range(150))  # every one took effect
+        assert {r[0] for r in rows.rows} == set(range(300))  # every one took effect
