@@ -271,7 +271,7 @@ def diff_events(
     prev: ClusterView | None, poll: Poll, rows: Sequence[Row], verdict: Verdict
 ) -> list[Event]:
     """What changed since the previous poll: leader or term, a node going down or coming
-    back, a node's snapshot index, and the verdict itself."""
+    back, a node's snapshot index, writes refused for overload, and the verdict itself."""
     at = poll.at
     leader = next((r for r in rows if r.is_leader), None)
     if prev is None:
@@ -293,6 +293,10 @@ def diff_events(
             and r.snapshot_index != old.snapshot_index
         ):
             events.append(Event(at, f"{r.label} snapshot at index {r.snapshot_index}"))
+    labels = {r.address: r.label for r in rows}
+    for address, n in counter_increases(prev.poll, poll, "writes_refused").items():
+        what = f"{n} write{'s' if n != 1 else ''}"
+        events.append(Event(at, f"{labels[address]} refused {what}: overloaded", "warning"))
     old_leader = prev.leader
     if (old_leader and old_leader.node_id) != (leader and leader.node_id):
         if leader is None:
@@ -318,6 +322,23 @@ def _level(verdict: Verdict) -> str:
 
 
 # === rates and the whole view ===============================================================
+
+
+def counter_increases(prev: Poll, poll: Poll, name: str) -> dict[str, int]:
+    """By node address, how much counter ``name`` grew between two polls (nodes reachable
+    in both whose counter grew; one that went backwards, a restart, is left out)."""
+    before = {n.address: n.status for n in prev.nodes if n.status is not None}
+    grown = {}
+    for node in poll.nodes:
+        old = before.get(node.address)
+        if node.status is None or old is None:
+            continue
+        delta = int((node.status.get("counters") or {}).get(name, 0)) - int(
+            (old.get("counters") or {}).get(name, 0)
+        )
+        if delta > 0:
+            grown[node.address] = delta
+    return grown
 
 
 def compute_rates(prev: Poll | None, poll: Poll) -> Rates | None:

@@ -149,6 +149,7 @@ def fake_status(
     role: str | None = None,
     writes: int = 0,
     reads: int = 0,
+    refused: int = 0,
     base_port: int = 7001,
 ) -> dict[str, Any]:
     """A status dict shaped like a real node's, for fakes and tests."""
@@ -196,6 +197,7 @@ def fake_status(
             "reads": reads,
             "snapshots_taken": 0,
             "snapshots_installed": 0,
+            "writes_refused": refused,
         },
     }
 

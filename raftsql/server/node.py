@@ -154,6 +154,7 @@ class Node:
             "snapshots_installed": 0,
             "applies_moved": 0,
             "reads_moved": 0,
+            "writes_refused": 0,
         }
         self._last_heard: dict[int, float] = {}
         """When each peer last sent us anything (monotonic): the leader's 'last ack' of a
@@ -668,6 +669,7 @@ class Node:
         cfg = self.config
         pending = len(self._writes)
         if pending >= cfg.max_pending_writes:
+            self.counters["writes_refused"] += 1
             raise errors.UnavailableError(
                 f"overloaded: {pending} writes are waiting for their answer on the leader "
                 f"(max_pending_writes {cfg.max_pending_writes}); this one was not proposed, "
@@ -676,6 +678,7 @@ class Node:
         backlog = self.core.log.last_index - self.machine.applied_index
         work = backlog * self._apply_seconds / self._apply_entries if self._apply_entries else 0.0
         if work > cfg.max_apply_backlog:
+            self.counters["writes_refused"] += 1
             raise errors.UnavailableError(
                 f"overloaded: {backlog} entries, about {work:.1f}s of work, wait to be "
                 f"applied on the leader (max_apply_backlog {cfg.max_apply_backlog}s); this "
@@ -687,6 +690,7 @@ class Node:
             # is the dict's, so it is the first one.
             waited = time.monotonic() - next(iter(self._writes.values())).started
             if waited > cfg.max_apply_backlog:
+                self.counters["writes_refused"] += 1
                 raise errors.UnavailableError(
                     f"overloaded: the oldest of {pending} writes waiting on the leader has "
                     f"waited {waited:.1f}s (max_apply_backlog {cfg.max_apply_backlog}s: too "

@@ -128,6 +128,7 @@ def test_a_flood_of_slow_writes_is_refused_in_part_and_every_answer_is_true(
     assert read_seconds, "the read during the flood got no answer"
     statuses = cluster.statuses()
     assert statuses[leader]["role"] == "leader" and statuses[leader]["term"] == term
+    assert statuses[leader]["counters"]["writes_refused"] == got["unavailable"]  # for the TUI
 
 
 async def pipeline_in_process(node: Node, requests: list[dict[str, Any]]) -> dict:
@@ -161,6 +162,7 @@ async def test_writes_beyond_max_pending_writes_are_refused_at_once(tmp_path: Pa
         assert {r[0] for r in rows.rows} == {i for i, a in answers.items() if a["ok"]}
         assert leader.core.role.name == "LEADER" and leader.core.term == term
         assert not leader._writes  # every waiter answered and gone
+        assert leader.status()["counters"]["writes_refused"] == got["unavailable"]
         # the refusal was for that moment only: a write now is accepted
         await leader.write([("INSERT INTO t (x) VALUES (-1)", ())])
 

@@ -119,6 +119,19 @@ def test_verdict_change_is_an_event() -> None:
     assert any(e.level == "error" for e in second.events)
 
 
+def test_writes_refused_for_overload_are_an_event() -> None:
+    first = build_view(None, fake_poll(1.0, [fs(1, refused=5), fs(2), fs(3)]))
+    second = build_view(first, fake_poll(2.0, [fs(1, refused=12), fs(2), fs(3)]))
+    refused = [e for e in second.events if "refused" in e.text]
+    assert [(e.text, e.level) for e in refused] == [
+        ("node 1 (127.0.0.1:7001) refused 7 writes: overloaded", "warning")
+    ]
+    third = build_view(second, fake_poll(3.0, [fs(1, refused=12), fs(2), fs(3)]))
+    assert third.events == []  # nothing new refused
+    restarted = build_view(third, fake_poll(4.0, [fs(1, refused=0), fs(2), fs(3)]))
+    assert restarted.events == []  # a counter that went back (a restart) is no refusal
+
+
 def test_no_events_when_nothing_changed() -> None:
     first = build_view(None, fake_poll(1.0, [fs(1), fs(2), fs(3)]))
     assert build_view(first, fake_poll(2.0, [fs(1), fs(2), fs(3)])).events == []
