@@ -350,16 +350,8 @@ def compute_rates(prev: Poll | None, poll: Poll) -> Rates | None:
     """
     if prev is None or poll.at <= prev.at:
         return None
-    before = {n.address: n.status for n in prev.nodes if n.status is not None}
-    writes = reads = 0
-    for node in poll.nodes:
-        old = before.get(node.address)
-        if node.status is None or old is None:
-            continue
-        new_c = node.status.get("counters") or {}
-        old_c = old.get("counters") or {}
-        writes += max(0, int(new_c.get("writes", 0)) - int(old_c.get("writes", 0)))
-        reads += max(0, int(new_c.get("reads", 0)) - int(old_c.get("reads", 0)))
+    writes = sum(counter_increases(prev, poll, "writes").values())
+    reads = sum(counter_increases(prev, poll, "reads").values())
     dt = poll.at - prev.at
     return Rates(writes / dt, reads / dt)
 

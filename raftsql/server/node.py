@@ -666,23 +666,28 @@ class Node:
         """Refuse a new write while the leader is overloaded (see
         ``NodeConfig.max_pending_writes`` / ``max_apply_backlog``): the client is told at
         once, before anything is proposed, instead of waiting for a timeout."""
+        why = self._overloaded()
+        if why is not None:
+            self.counters["writes_refused"] += 1
+            raise errors.UnavailableError(
+                f"overloaded: {why}; this write was not proposed, retry later"
+            )
+
+    def _overloaded(self) -> str | None:
+        """Why the leader takes no more writes now, or None."""
         cfg = self.config
         pending = len(self._writes)
         if pending >= cfg.max_pending_writes:
-            self.counters["writes_refused"] += 1
-            raise errors.UnavailableError(
-                f"overloaded: {pending} writes are waiting for their answer on the leader "
-                f"(max_pending_writes {cfg.max_pending_writes}); this one was not proposed, "
-                "retry later"
+            return (
+                f"{pending} writes are waiting for their answer on the leader "
+                f"(max_pending_writes {cfg.max_pending_writes})"
             )
         backlog = self.core.log.last_index - self.machine.applied_index
         work = backlog * self._apply_seconds / self._apply_entries if self._apply_entries else 0.0
         if work > cfg.max_apply_backlog:
-            self.counters["writes_refused"] += 1
-            raise errors.UnavailableError(
-                f"overloaded: {backlog} entries, about {work:.1f}s of work, wait to be "
-                f"applied on the leader (max_apply_backlog {cfg.max_apply_backlog}s); this "
-                "write was not proposed, retry later"
+            return (
+                f"{backlog} entries, about {work:.1f}s of work, wait to be applied on the "
+                f"leader (max_apply_backlog {cfg.max_apply_backlog}s)"
             )
         if pending:
             # What the estimate cannot foresee (a burst of writes costlier than the ones
@@ -690,12 +695,12 @@ class Node:
             # is the dict's, so it is the first one.
             waited = time.monotonic() - next(iter(self._writes.values())).started
             if waited > cfg.max_apply_backlog:
-                self.counters["writes_refused"] += 1
-                raise errors.UnavailableError(
-                    f"overloaded: the oldest of {pending} writes waiting on the leader has "
-                    f"waited {waited:.1f}s (max_apply_backlog {cfg.max_apply_backlog}s: too "
-                    "much work queued, or no quorum); this write was not proposed, retry later"
+                return (
+                    f"the oldest of {pending} writes waiting on the leader has waited "
+                    f"{waited:.1f}s (max_apply_backlog {cfg.max_apply_backlog}s: too much "
+                    "work queued, or no quorum)"
                 )
+        return None
 
     def _note_apply_cost(self, seconds: float, entries: int) -> None:
         """Fold one apply batch into the averages. A batch cut off by its deadline counts
