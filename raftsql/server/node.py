@@ -658,6 +658,15 @@ class Node:
             raise errors.UnavailableError(str(exc)) from None
         now = time.monotonic()
         waiter = WriteWaiter(self.core.term, now + self.config.request_timeout, now, on_done)
+        replaced = self._writes.pop(index, None)
+        if replaced is not None:
+            # a write this node proposed at this index in an earlier term, whose entry a
+            # leader since truncated: it will never commit, and its waiter must not be lost
+            replaced.error = errors.NotLeaderError(
+                "leadership changed before the write committed; retry (it will not be "
+                "applied twice)"
+            )
+            self._end_write(replaced)
         self._writes[index] = waiter
         self._kick()
         return waiter

@@ -1,12 +1,14 @@
 """Safety bugs checked on the server (the core's rules are tested
 message by message in tests/unit): acks ahead of the disk (PySyncObj #84), a read
-index reused across retries (etcd #20418), and a follower read released inside a batch
-still being applied (found here). Three nodes in one trio program, on loopback.
+index reused across retries (etcd #20418), a follower read released inside a batch
+still being applied, and a write's waiter lost when its index is reused (both found
+here). Three nodes in one trio program, on loopback.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,9 @@ from typing import Any
 import pytest
 import trio
 
+from raftsql import errors
 from raftsql.raft.messages import AppendEntriesResponse, Message, ReadIndexResponse
-from raftsql.server.node import Node
+from raftsql.server.node import Node, WriteWaiter
 from tests.e2e.in_process import three_nodes, wait_leader
 
 pytestmark = pytest.mark.timeout(60)
@@ -170,3 +173,24 @@ async def test_a_follower_read_waits_for_the_commit_of_the_batch_holding_its_ind
                 await trio.sleep(0.001)
         assert reading.error is None, reading.error
         assert reading.result.rows == [(1,)], "the read missed the entry at its read index"
+
+
+async def test_a_write_whose_index_is_reused_gets_an_answer(tmp_path: Path) -> None:
+    """A leader that lost its leadership with a write in flight, whose entry the next
+    leader truncated, can lead again and propose a new write at the same index. The old
+    write's waiter was then overwritten and its client never answered; now it is told
+    the leadership changed (and retrying is safe). The earlier write is stood in for by a
+    waiter of an earlier term at the index the next proposal will take."""
+    async with three_nodes(tmp_path) as ns:
+        leader = await wait_leader(ns)
+        await leader.write([("CREATE TABLE t (k INTEGER)", ())])
+        now = time.monotonic()
+        old = WriteWaiter(leader.core.term - 1, now + 60, now)
+        leader._writes[leader.core.last_index + 1] = old
+        fresh = leader.submit_write(
+            leader.check_statements([("INSERT INTO t VALUES (1)", ())]), True, b"", 0
+        )
+        assert old.done.is_set() and isinstance(old.error, errors.NotLeaderError)
+        with trio.fail_after(10):
+            await fresh.done.wait()
+        assert fresh.error is None
