@@ -493,10 +493,7 @@ class Node:
             if waiter is None:
                 continue
             if e.term != waiter.term:
-                waiter.error = errors.NotLeaderError(
-                    "leadership changed before the write committed; retry (it will not "
-                    "be applied twice)"
-                )
+                waiter.error = _leadership_changed()
             elif e.index not in by_index:  # applied before, from a snapshot
                 waiter.error = errors.NotLeaderError("state replaced by a snapshot; retry")
             else:
@@ -662,10 +659,7 @@ class Node:
         if replaced is not None:
             # a write this node proposed at this index in an earlier term, whose entry a
             # leader since truncated: it will never commit, and its waiter must not be lost
-            replaced.error = errors.NotLeaderError(
-                "leadership changed before the write committed; retry (it will not be "
-                "applied twice)"
-            )
+            replaced.error = _leadership_changed()
             self._end_write(replaced)
         self._writes[index] = waiter
         self._kick()
@@ -700,8 +694,8 @@ class Node:
             )
         if pending:
             # What the estimate cannot foresee (a burst of writes costlier than the ones
-            # measured, a lost quorum) shows as the oldest write's wait: its index order
-            # is the dict's, so it is the first one.
+            # measured, a lost quorum) shows as the oldest write's wait: the dict keeps
+            # the order writes were proposed in, so the first one is the oldest.
             waited = time.monotonic() - next(iter(self._writes.values())).started
             if waited > cfg.max_apply_backlog:
                 return (
@@ -1009,6 +1003,13 @@ class Node:
             self._last_heard[m.frm] = time.monotonic()
             self.core.step(m)
             self._kick()
+
+
+def _leadership_changed() -> errors.NotLeaderError:
+    """The answer to a write whose entry was replaced by another leader's."""
+    return errors.NotLeaderError(
+        "leadership changed before the write committed; retry (it will not be applied twice)"
+    )
 
 
 def _by_peer(messages: Sequence[Message]) -> dict[int, list[Message]]:
