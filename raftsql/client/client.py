@@ -252,7 +252,10 @@ class Client:
                 continue
             if isinstance(err, (_RETRYABLE, errors.RequestTimeout)):
                 last_error = err
-                self._drop_connection()
+                if not err.details.get("overloaded"):
+                    # another node may do (no leader here, a node gone); an overloaded
+                    # leader is the right node, busy: a new connection would only add work
+                    self._drop_connection()
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, _RETRY_CAP)
                 continue

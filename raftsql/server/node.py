@@ -673,7 +673,7 @@ class Node:
         if why is not None:
             self.counters["writes_refused"] += 1
             raise errors.UnavailableError(
-                f"overloaded: {why}; this write was not proposed, retry later"
+                f"overloaded: {why}; this write was not proposed, retry later", overloaded=True
             )
 
     def _overloaded(self) -> str | None:

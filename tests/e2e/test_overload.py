@@ -27,6 +27,7 @@ import pytest
 import trio
 
 from raftsql.client import Client
+from raftsql.client import client as client_module
 from raftsql.cluster import LocalCluster
 from raftsql.net.framing import FrameDecoder, FrameReader, encode_frame
 from raftsql.server.node import Node
@@ -187,3 +188,40 @@ async def test_a_write_that_times_out_says_whether_it_was_committed(tmp_path: Pa
                 await trio.sleep(0.05)
         rows = await leader.read("SELECT x FROM t")
         assert {r[0] for r in rows.rows} == set(range(300))  # every one took effect
+
+
+async def test_the_client_library_retries_an_overloaded_write_on_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write refused as overloaded is retried with backoff by the client library, on
+    the same connection (the leader is the right node, only busy), and succeeds once the
+    leader has room. ``max_pending_writes=1`` and one slow write in flight make the room."""
+    connections: list[object] = []
+    real = client_module._Connection
+
+    class Counted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            connections.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(client_module, "_Connection", Counted)
+    async with three_nodes(tmp_path, max_pending_writes=1) as ns:
+        leader = await wait_leader(ns)
+        await leader.write([("CREATE TABLE t (x INTEGER PRIMARY KEY, work INTEGER)", ())])
+        slow = leader.submit_write(
+            leader.check_statements([(SLOW_INSERT.replace("20000", "3000000"), (-1,))]),
+            True,
+            b"",
+            0,
+        )
+
+        def client_write() -> None:
+            with Client([f"127.0.0.1:{leader.listen_port}"], timeout=30) as c:
+                c.write([("INSERT INTO t (x, work) VALUES (1, 0)", ())])
+
+        await trio.to_thread.run_sync(client_write)
+        assert slow.done.is_set() and slow.error is None
+        assert leader.status()["counters"]["writes_refused"] >= 1, "it was never refused"
+        assert len(connections) == 1, "the client reconnected to retry"
+        rows = await leader.read("SELECT x FROM t ORDER BY x")
+        assert [r[0] for r in rows.rows] == [-1, 1]
