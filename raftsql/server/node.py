@@ -326,17 +326,15 @@ class Node:
         core to commit, apply and answer (2 cores, 3 nodes), and one transaction per
         entry. Held entries are committed and in the log: a crash loses nothing, and
         linearizable reads, stale reads and a new leader apply them first."""
-        if self.core.role is Role.LEADER and not self._held:
+        if self.core.role is Role.LEADER:
+            if self._held:  # a follower a moment ago: what it held goes first, in order
+                committed, self._held = [*self._held, *committed], []
             self._apply_in_order(committed)
             return
         if not self._held:
             self._held_since = time.monotonic()
         self._held.extend(committed)
-        if (
-            self.core.role is Role.LEADER
-            or len(self._held) >= self.config.follower_apply_batch
-            or self._reads_to_apply
-        ):
+        if len(self._held) >= self.config.follower_apply_batch or self._reads_to_apply:
             self._apply_held()
 
     def _apply_held(self) -> None:
@@ -361,11 +359,8 @@ class Node:
             return
         entries, self._to_apply = self._to_apply, []
         batch = self._batch_to_apply(entries)
-        started = time.perf_counter()
-        deadline = started + self.config.apply_budget
-        results = self.machine.apply(batch, deadline=deadline) if batch else []
-        if batch:
-            self._note_apply_cost(time.perf_counter() - started, len(results))
+        deadline = time.perf_counter() + self.config.apply_budget
+        results = self._timed_apply(batch, deadline) if batch else []
         applied = self.machine.applied_index
         self._finish_writes(
             [e for e in entries if e.index <= applied],
@@ -685,7 +680,7 @@ class Node:
                 f"{pending} writes are waiting for their answer on the leader "
                 f"(max_pending_writes {cfg.max_pending_writes})"
             )
-        backlog = self.core.log.last_index - self.machine.applied_index
+        backlog = self.core.last_index - self.machine.applied_index
         work = backlog * self._apply_seconds / self._apply_entries if self._apply_entries else 0.0
         if work > cfg.max_apply_backlog:
             return (
@@ -706,17 +701,19 @@ class Node:
         return None
 
     def _note_apply_cost(self, seconds: float, entries: int) -> None:
-        """Fold one apply batch into the averages. A batch cut off by its deadline counts
-        its whole time against the entries it finished."""
+        """Fold one apply batch into the averages."""
         self._apply_seconds = 0.8 * self._apply_seconds + 0.2 * seconds
         self._apply_entries = 0.8 * self._apply_entries + 0.2 * entries
 
-    def _timed_apply(self, batch: list[tuple[int, bytes | None]]) -> list[bytes | None]:
-        """In the disk worker: apply ``batch`` and note its cost (its own time, not the
-        time it queued behind fsyncs)."""
+    def _timed_apply(
+        self, batch: list[tuple[int, bytes | None]], deadline: float | None = None
+    ) -> list[bytes | None]:
+        """Apply ``batch`` (on the loop under ``deadline``, or in the disk worker) and note
+        its cost: its own time, not the time it queued behind fsyncs; a batch cut off by
+        the deadline counts against the entries it finished."""
         started = time.perf_counter()
-        results = self.machine.apply(batch)
-        self._note_apply_cost(time.perf_counter() - started, len(batch))
+        results = self.machine.apply(batch, deadline=deadline)
+        self._note_apply_cost(time.perf_counter() - started, len(results))
         return results
 
     async def _forward_write(
