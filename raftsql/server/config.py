@@ -51,6 +51,10 @@ class NodeConfig:
     apply_budget: float = 0.010
     """Seconds an apply may run on the event loop before it is cut off and finished by
     the disk worker (heartbeats and client I/O wait while the loop applies)."""
+    speculate_budget: float = 0.002
+    """Seconds the leader may spend running its new entries before they commit, while
+    their AppendEntries are out (``StateMachine.speculate``); past it, or at 0 (off),
+    they are applied after the commit as usual."""
     follower_apply_batch: int = 16
     follower_apply_delay: float = timing.TICK_SECONDS
     """A follower holds committed entries until it has ``follower_apply_batch`` of them or

@@ -9,7 +9,7 @@ import itertools
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,20 +80,6 @@ class Node:
 
     def rows(self, sql: str) -> list[tuple]:  # type: ignore[type-arg]
         return self.m.query(sql).rows
-
-
-@pytest.fixture
-def open_machine(tmp_path: Path) -> Iterator[Callable[..., StateMachine]]:
-    machines: list[StateMachine] = []
-
-    def make(name: str = "node.db", **kw: int) -> StateMachine:
-        m = StateMachine(str(tmp_path / name), **kw)
-        machines.append(m)
-        return m
-
-    yield make
-    for m in machines:
-        m.close()
 
 
 @pytest.fixture
