@@ -136,18 +136,20 @@ def test_run_all_quick() -> None:
 
 def test_ab_compares_trees() -> None:
     """The A/B tool runs each tree's own code (here the same tree twice), drives both with
-    this checkout's C load generator, and saves every round's figure."""
+    this checkout's C load generator, and saves every round's figures: throughput and
+    the nodes' CPU per request."""
     argv = [sys.executable, "-m", "benchmarks.ab", "--tree", f"a={ROOT}", "--tree", f"b={ROOT}"]
     argv += ["--clients", "1,4", "--rounds", "1", "--seconds", "1", "--quick"]
     started = time.time()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ratio to a" in proc.stdout
+    assert "ratio to the first tree" in proc.stdout and "CPU per request" in proc.stdout
     path = common.RESULTS / "ab.quick.json"
     assert written_since(path, started)
     saved = json.loads(path.read_text())
     assert set(saved["runs_ops_per_s"]) == {"a", "b"}
     assert saved["driver"] == "c", "the trees are driven by this checkout's C load generator"
-    assert all(
-        len(v) == 1 and v[0] > 0 for per in saved["runs_ops_per_s"].values() for v in per.values()
-    )
+    for figures in ("runs_ops_per_s", "runs_cpu_us_per_op"):
+        assert all(
+            len(v) == 1 and v[0] > 0 for per in saved[figures].values() for v in per.values()
+        ), figures
