@@ -302,6 +302,18 @@ class RaftCore:
             or self.hard_state != self._prev_hs
         )
 
+    def has_light_ready(self) -> bool:
+        """A Ready is waiting that needs nothing from the disk: no entries to persist, no
+        snapshot to stage or install, no new term or vote (a commit index that moved,
+        read states, messages). The caller may handle such a Ready at once, where it
+        stepped the message that made it, instead of handing it to its persisting loop."""
+        if not self.has_ready() or self.log.stable < self.log.last_index:
+            return False
+        if self._chunks or self._installed is not None:
+            return False
+        hs, prev = self.hard_state, self._prev_hs
+        return (hs.term, hs.vote) == (prev.term, prev.vote)
+
     def ready(self) -> Ready:
         """Take everything the caller has to do now (see ``Ready`` for the order)."""
         if self._outstanding:

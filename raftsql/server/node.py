@@ -233,6 +233,23 @@ class Node:
             while self.core.has_ready():
                 await self._handle_ready(self.core.ready())
 
+    def _step(self, m: Message) -> None:
+        """Step a peer's message. A Ready that needs no disk (an ack that moved the
+        commit index, a read-index answer) is handled right here when the Ready loop is
+        idle: the leader commits, answers and releases reads without waking another task
+        (a hop that cost ~35-50 us a write at one client). Anything else goes to the
+        Ready loop, so proposals still gather into one append and one fsync. (While the
+        Ready loop holds a Ready, the core has none to give: it picks up what this step
+        left when it is done with its own.)"""
+        self.core.step(m)
+        if self.core.has_light_ready():
+            rd = self.core.ready()
+            self._send(rd.messages)
+            self._handle_commit(rd)
+            self._finish_ready(rd)
+        if self.core.has_ready():
+            self._kick()
+
     async def _handle_ready(self, rd: Ready) -> None:
         """Persist, send what had to wait for it, apply.
 
@@ -273,12 +290,20 @@ class Node:
                 if rd.committed and not early:
                     self._apply_committed(rd.committed)
             else:
-                if rd.hard_state is not None:
-                    # only the commit index moved: a hint, written without an fsync
-                    self.storage.hard_state.save(rd.hard_state, sync=False)
-                self._send(rd.messages_after_persist)
-                if rd.committed:
-                    self._apply_committed(rd.committed)
+                self._handle_commit(rd)
+        self._finish_ready(rd)
+
+    def _handle_commit(self, rd: Ready) -> None:
+        """The part of a Ready that needs no disk: commit hint, messages, apply."""
+        if rd.hard_state is not None:
+            # only the commit index moved: a hint, written without an fsync
+            self.storage.hard_state.save(rd.hard_state, sync=False)
+        self._send(rd.messages_after_persist)
+        if rd.committed:
+            self._apply_committed(rd.committed)
+
+    def _finish_ready(self, rd: Ready) -> None:
+        """Reads whose index is known, ``advance``, what waits for it."""
         for rs in rd.read_states:
             slot = self._fast_reads.pop(rs.ctx, None)
             if slot is not None:  # else the read was retried or gave up: forget the answer
@@ -1026,8 +1051,7 @@ class Node:
                 )
                 return
             self._last_heard[m.frm] = time.monotonic()
-            self.core.step(m)
-            self._kick()
+            self._step(m)
 
 
 def _leadership_changed() -> errors.NotLeaderError:

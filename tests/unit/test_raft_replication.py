@@ -248,3 +248,23 @@ def test_a_follower_answers_heartbeats_while_its_write_is_being_persisted() -> N
     rd = follower.ready()
     assert rd.hard_state is not None and rd.hard_state.term == term + 1
     assert HeartbeatResponse(2, 3, term + 1, 1) in rd.messages_after_persist
+
+
+def test_a_ready_that_needs_no_disk_is_told_apart() -> None:
+    """``has_light_ready``: the server handles such a Ready where it stepped the message
+    (no hop to its persisting loop), so it must never be one that needs an fsync."""
+    core, rd = leader_with_a_write_out(b"a")
+    assert not core.has_light_ready()  # a Ready is out: nothing at all to take
+    core.advance(rd)
+    while core.has_ready():  # what advancing left
+        core.advance(core.ready())
+    core.step(AppendEntriesResponse(2, 1, 1, True, 2))  # the ack commits entry 2
+    assert core.has_light_ready()
+    light = core.ready()
+    assert [e.index for e in light.committed] == [2] and not light.entries
+    core.advance(light)
+    core.propose(b"b")  # an entry to persist
+    assert core.has_ready() and not core.has_light_ready()
+    core.advance(core.ready())
+    core.step(Heartbeat(2, 1, 5, commit=0))  # a higher term: a new term to persist first
+    assert core.role is Role.FOLLOWER and core.has_ready() and not core.has_light_ready()
