@@ -144,6 +144,8 @@ class Node:
         A ratio of averages, not an average of ratios: small batches carry a
         transaction's fixed cost and would make a deep backlog look slower than it is."""
         self._applier_running = False
+        self._persisting_quietly = False
+        """The Ready loop looks at a quiet persist job each time it is kicked."""
         self._speculated_seconds = 0.0
         """Time spent speculating since the last apply (``_speculate``)."""
         self.listen_port: int | None = None
@@ -247,7 +249,7 @@ class Node:
             self._send(rd.messages)
             self._handle_commit(rd)
             self._finish_ready(rd)
-        if self.core.has_ready():
+        if self.core.has_ready() or self._persisting_quietly:
             self._kick()
 
     async def _handle_ready(self, rd: Ready) -> None:
@@ -278,14 +280,17 @@ class Node:
                     and bool(rd.committed)
                     and (not rd.entries or rd.committed[-1].index < rd.entries[0].index)
                 )
-                persisting = self._disk.submit(self._persist_and_send, rd)
-                try:
-                    if early:
-                        self._apply_committed(rd.committed)
-                    if rd.entries and self.core.role is Role.LEADER:
-                        self._speculate(rd.entries)
-                finally:
-                    left = await self._disk.wait(persisting)
+                if self.core.role is Role.LEADER:
+                    persisting = self._disk.submit(self._persist_and_send, rd)
+                    try:
+                        if early:
+                            self._apply_committed(rd.committed)
+                        if rd.entries:
+                            self._speculate(rd.entries)
+                    finally:
+                        left = await self._disk.wait(persisting)
+                else:
+                    left = await self._persist_quietly(rd)
                 self._send(left)
                 if rd.committed and not early:
                     self._apply_committed(rd.committed)
@@ -314,6 +319,25 @@ class Node:
             self._apply_held()  # a read waits for these
             self._release_applied_reads()
         self._maybe_snapshot()
+
+    async def _persist_quietly(self, rd: Ready) -> list[Message]:
+        """A follower's persist: its acks and votes leave from the disk worker, so the
+        loop need not wake when the fsync ends. It looks at the job each time it wakes
+        anyway (the next message, a tick: ``_kick``), which saves a wake-up per append.
+        The worker wakes it only for messages it could not send itself."""
+        persisting = self._disk.submit_quiet(self._persist_and_send, rd, True)
+        self._persisting_quietly = True
+        try:
+            while not persisting.done:
+                await self._work.wait()
+                self._work = trio.Event()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await self._disk.wait(persisting)  # no job outlives the node's state
+            raise
+        finally:
+            self._persisting_quietly = False
+        return await self._disk.wait(persisting)  # type: ignore[no-any-return]
 
     def _send(self, messages: Sequence[Message]) -> None:
         """Hand messages to their links, grouped per peer (one socket write each)."""
@@ -491,17 +515,20 @@ class Node:
             # index alone is a hint that recovery recomputes, so it need not cost an fsync
             self.storage.hard_state.save(rd.hard_state, sync=False)
 
-    def _persist_and_send(self, rd: Ready) -> list[Message]:
+    def _persist_and_send(self, rd: Ready, quiet: bool = False) -> list[Message]:
         """In the disk worker: persist, then write the messages that promised it (a
         follower's acks, votes) straight to their peers' sockets from this thread, so
         they leave without waiting for the loop to wake. Returns those the links could
-        not take now (busy or down), for the loop to send."""
+        not take now (busy or down), for the loop to send: a ``quiet`` job (see
+        ``_persist_quietly``) then wakes the loop for them."""
         self._persist(rd)
         left: list[Message] = []
         for peer, batch in _by_peer(rd.messages_after_persist).items():
             link = self.links.get(peer)
             if link is not None and not link.send_from_thread(batch):
                 left.extend(batch)
+        if left and quiet:
+            self._disk.call_soon_in_loop(self._kick)
         return left
 
     def _persist_and_apply(self, rd: Ready) -> dict[int, bytes | None]:

@@ -66,3 +66,54 @@ async def test_a_cancelled_waiter_still_waits_for_its_job() -> None:
         assert done.is_set(), "the waiter gave up before its job ended"
     finally:
         worker.close()
+
+
+async def test_a_quiet_job_wakes_the_loop_only_for_a_waiter() -> None:
+    """``submit_quiet``: the job's end is visible as ``done`` without anything run in the
+    loop; a task already waiting is woken with the result; one that comes later gets it
+    at once; an error reaches the waiter too."""
+    worker = Worker("test-worker")
+    try:
+        woken: list[str] = []
+        token = trio.lowlevel.current_trio_token()
+        real_run_sync_soon = token.run_sync_soon
+
+        def counting(fn: object, *args: object, **kw: object) -> None:
+            woken.append(getattr(fn, "__name__", repr(fn)))
+            real_run_sync_soon(fn, *args, **kw)  # type: ignore[arg-type]
+
+        worker._token = type("Token", (), {"run_sync_soon": staticmethod(counting)})()
+        ended = threading.Event()
+
+        def job(k: int) -> int:
+            ended.set()
+            return k
+
+        quiet = worker.submit_quiet(job, 7)
+        await trio.to_thread.run_sync(ended.wait, 5)
+        with trio.fail_after(5):
+            while not quiet.done:
+                await trio.sleep(0.001)
+        assert woken == []  # nobody waited: the loop was not called
+        assert await worker.wait(quiet) == 7
+
+        gate = threading.Event()
+        held = worker.submit_quiet(lambda: gate.wait(5) and "late")
+        async with trio.open_nursery() as nursery:
+            got: list[object] = []
+
+            async def waiter() -> None:
+                got.append(await worker.wait(held))
+
+            nursery.start_soon(waiter)
+            await trio.sleep(0.05)  # the waiter is parked on the job
+            gate.set()
+        assert got == ["late"] and woken == ["reschedule"]
+
+        def fails() -> None:
+            raise ValueError("disk on fire")
+
+        with pytest.raises(ValueError, match="disk on fire"):
+            await worker.wait(worker.submit_quiet(fails))
+    finally:
+        worker.close()
