@@ -153,3 +153,24 @@ def test_ab_compares_trees() -> None:
         assert all(
             len(v) == 1 and v[0] > 0 for per in saved[figures].values() for v in per.values()
         ), figures
+
+
+def test_ab_compares_trees_in_paired_bursts() -> None:
+    """``--bursts``: both trees' clusters run at once and take turns, and the ratios are
+    taken burst by burst."""
+    argv = [sys.executable, "-m", "benchmarks.ab", "--tree", f"a={ROOT}", "--tree", f"b={ROOT}"]
+    argv += ["--clients", "1", "--bursts", "2", "--burst-seconds", "0.5", "--quick"]
+    started = time.time()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "median of the paired ratios" in proc.stdout
+    path = common.RESULTS / "ab.quick.json"
+    assert written_since(path, started)
+    saved = json.loads(path.read_text())
+    assert saved["mode"] == "paired bursts"
+    bursts = saved["bursts"]
+    assert set(bursts) == {"a", "b"}
+    for per in bursts.values():
+        (points,) = per.values()
+        assert len(points) == 2
+        assert all(p["ops_per_s"] > 0 and p["cpu_us_per_op"] > 0 for p in points)
