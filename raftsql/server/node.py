@@ -43,7 +43,7 @@ from raftsql.raft.messages import Entry, EntryKind, InstallSnapshot, Message, Sn
 from raftsql.server.config import NodeConfig, format_address
 from raftsql.server.forward import Forwarder
 from raftsql.server.peers import PeerLink
-from raftsql.server.worker import Worker
+from raftsql.server.worker import Pending, Worker
 from raftsql.sql.command import CommandResult, Statement, StatementResult, WriteCommand
 from raftsql.sql.machine import QueryOverBudget, StateMachine
 from raftsql.sql.statements import check_params, classify
@@ -280,17 +280,19 @@ class Node:
                     and bool(rd.committed)
                     and (not rd.entries or rd.committed[-1].index < rd.entries[0].index)
                 )
-                if self.core.role is Role.LEADER:
-                    persisting = self._disk.submit(self._persist_and_send, rd)
-                    try:
-                        if early:
-                            self._apply_committed(rd.committed)
-                        if rd.entries:
-                            self._speculate(rd.entries)
-                    finally:
-                        left = await self._disk.wait(persisting)
-                else:
-                    left = await self._persist_quietly(rd)
+                # quietly, but for a lone node: no peer's message would wake it
+                persisting = (
+                    self._disk.submit_quiet(self._persist_and_send, rd, True)
+                    if self.links
+                    else self._disk.submit(self._persist_and_send, rd)
+                )
+                try:
+                    if early:
+                        self._apply_committed(rd.committed)
+                    if rd.entries and self.core.role is Role.LEADER:
+                        self._speculate(rd.entries)
+                finally:
+                    left = await self._wait_quietly(persisting)
                 self._send(left)
                 if rd.committed and not early:
                     self._apply_committed(rd.committed)
@@ -320,23 +322,25 @@ class Node:
             self._release_applied_reads()
         self._maybe_snapshot()
 
-    async def _persist_quietly(self, rd: Ready) -> list[Message]:
-        """A follower's persist: its acks and votes leave from the disk worker, so the
-        loop need not wake when the fsync ends. It looks at the job each time it wakes
-        anyway (the next message, a tick: ``_kick``), which saves a wake-up per append.
-        The worker wakes it only for messages it could not send itself."""
-        persisting = self._disk.submit_quiet(self._persist_and_send, rd, True)
-        self._persisting_quietly = True
-        try:
-            while not persisting.done:
+    async def _wait_quietly(self, persisting: Pending) -> list[Message]:
+        """Wait for a quiet persist job (``Worker.submit_quiet``): acks and votes leave
+        from the disk worker, so the loop is not woken when the fsync ends. It waits for
+        whatever wakes it next (a peer's message, a proposal, a tick: ``_kick``), by
+        when the job has usually ended, which saves a wake-up per append; if it has not,
+        it waits for the job as usual, woken at its end, so nothing that arrived meanwhile
+        waits longer than it would have. The worker wakes it at once only for messages it
+        could not send itself."""
+        if persisting.quiet and not persisting.done:
+            self._persisting_quietly = True
+            try:
                 await self._work.wait()
-                self._work = trio.Event()
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):
-                await self._disk.wait(persisting)  # no job outlives the node's state
-            raise
-        finally:
-            self._persisting_quietly = False
+            except trio.Cancelled:
+                with trio.CancelScope(shield=True):
+                    await self._disk.wait(persisting)  # no job outlives the node's state
+                raise
+            finally:
+                self._persisting_quietly = False
+            self._work = trio.Event()  # what it was kicked for is picked up after this Ready
         return await self._disk.wait(persisting)  # type: ignore[no-any-return]
 
     def _send(self, messages: Sequence[Message]) -> None:

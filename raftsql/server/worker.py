@@ -35,6 +35,8 @@ class Pending:
         self.task: trio.lowlevel.Task | None = None
         self.lock = threading.Lock()
         """Orders a quiet job's end (worker thread) against a ``wait`` (the loop)."""
+        self.quiet = False
+        """Started with ``submit_quiet``: its end wakes nobody who is not in ``wait``."""
 
     @property
     def done(self) -> bool:
@@ -105,6 +107,7 @@ class Worker:
         its fsync ends (the ack leaves from this thread), and each wake-up costs a
         context switch and tens of microseconds on cores the other nodes need."""
         pending = Pending()
+        pending.quiet = True
         token = self._token
 
         def deliver(result: outcome.Outcome[Any]) -> None:  # in the worker thread
