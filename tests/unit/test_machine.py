@@ -816,11 +816,15 @@ def _apply_in_batches(m: StateMachine, entries: list, cuts: list[int]) -> list: 
     return out
 
 
-@settings(
+HISTORIES = settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+"""Hypothesis settings of the random-history tests (each example opens real databases)."""
+
+
+@HISTORIES
 @given(
     spec=st.lists(_entry, min_size=1, max_size=25),
     cuts_a=st.lists(st.integers(0, 30), max_size=6),

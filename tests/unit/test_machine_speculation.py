@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from raftsql.sql.machine import StateMachine
 from tests.unit.test_machine import (
+    HISTORIES,
     Node,
     _entries,
     _entry,
@@ -40,12 +41,22 @@ def _indexed(m: StateMachine, payloads: list[bytes | None]) -> list[tuple[int, b
     return [(first + k, p) for k, p in enumerate(payloads)]
 
 
+def _pair(open_machine: Callable[..., StateMachine], *setup: str) -> tuple[Node, Node]:
+    """A machine to speculate on and a plain one to compare with, both with ``setup``."""
+    spec, plain = Node(open_machine("spec.db")), Node(open_machine("plain.db"))
+    for n in (spec, plain):
+        for sql in setup:
+            n.run(sql)
+    return spec, plain
+
+
 def test_a_kept_speculation_commits_what_it_ran_and_is_invisible_until_then(
     open_machine: Callable[..., StateMachine],
 ) -> None:
-    spec, plain = Node(open_machine("spec.db")), Node(open_machine("plain.db"))
-    for n in (spec, plain):
-        n.run("CREATE TABLE t (id INTEGER PRIMARY KEY, at TEXT DEFAULT CURRENT_TIMESTAMP, r)")
+    spec, plain = _pair(
+        open_machine,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, at TEXT DEFAULT CURRENT_TIMESTAMP, r)",
+    )
     batch = _indexed(
         spec.m,
         [
@@ -74,9 +85,7 @@ def test_a_speculation_replaced_by_another_leaders_entries_leaves_no_trace(
 ) -> None:
     """The leader lost its leadership: the next leader's entries at the same indices
     differ (other session, time, seed), and only they may take effect."""
-    spec, plain = Node(open_machine("spec.db")), Node(open_machine("plain.db"))
-    for n in (spec, plain):
-        n.run("CREATE TABLE t (k TEXT PRIMARY KEY, r)")
+    spec, plain = _pair(open_machine, "CREATE TABLE t (k TEXT PRIMARY KEY, r)")
     ours = _indexed(spec.m, [write(1, "INSERT INTO t VALUES ('ours', random())", seed=1)])
     theirs = _indexed(
         spec.m,
@@ -95,9 +104,7 @@ def test_a_speculation_replaced_by_another_leaders_entries_leaves_no_trace(
 def test_a_commit_covering_only_part_of_a_speculation_applies_that_part_alone(
     open_machine: Callable[..., StateMachine],
 ) -> None:
-    spec, plain = Node(open_machine("spec.db")), Node(open_machine("plain.db"))
-    for n in (spec, plain):
-        n.run("CREATE TABLE t (x)")
+    spec, plain = _pair(open_machine, "CREATE TABLE t (x)")
     batch = _indexed(
         spec.m, [write(k, f"INSERT INTO t VALUES ({k})", session=b"w") for k in range(1, 5)]
     )
@@ -145,10 +152,11 @@ def test_a_rollback_conflict_aborts_the_speculation_but_not_the_apply(
     """ON CONFLICT ROLLBACK ends the whole transaction: the ordinary apply recovers by
     committing the entries before it, which speculation must never do (they are not
     committed by Raft). It gives up instead, and the apply gets the usual results."""
-    spec, plain = Node(open_machine("spec.db")), Node(open_machine("plain.db"))
-    for n in (spec, plain):
-        n.run("CREATE TABLE t (a INTEGER PRIMARY KEY ON CONFLICT ROLLBACK)")
-        n.run("INSERT INTO t VALUES (1)")
+    spec, plain = _pair(
+        open_machine,
+        "CREATE TABLE t (a INTEGER PRIMARY KEY ON CONFLICT ROLLBACK)",
+        "INSERT INTO t VALUES (1)",
+    )
     batch = _indexed(
         spec.m,
         [
@@ -188,11 +196,7 @@ def test_snapshots_and_restores_drop_an_open_speculation(
 _fate = st.sampled_from(["none", "same", "longer", "other"])
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@HISTORIES
 @given(
     spec=st.lists(_entry, min_size=1, max_size=20),
     rivals=st.lists(_entry, min_size=4, max_size=4),
