@@ -43,7 +43,7 @@ from raftsql.raft.messages import Entry, EntryKind, InstallSnapshot, Message, Sn
 from raftsql.server.config import NodeConfig, format_address
 from raftsql.server.forward import Forwarder
 from raftsql.server.peers import PeerLink
-from raftsql.server.worker import Pending, Worker
+from raftsql.server.worker import Worker
 from raftsql.sql.command import CommandResult, Statement, StatementResult, WriteCommand
 from raftsql.sql.machine import QueryOverBudget, StateMachine
 from raftsql.sql.statements import check_params, classify
@@ -144,8 +144,6 @@ class Node:
         A ratio of averages, not an average of ratios: small batches carry a
         transaction's fixed cost and would make a deep backlog look slower than it is."""
         self._applier_running = False
-        self._persisting_quietly = False
-        """The Ready loop looks at a quiet persist job each time it is kicked."""
         self._speculated_seconds = 0.0
         """Time spent speculating since the last apply (``_speculate``)."""
         self.listen_port: int | None = None
@@ -249,7 +247,7 @@ class Node:
             self._send(rd.messages)
             self._handle_commit(rd)
             self._finish_ready(rd)
-        if self.core.has_ready() or self._persisting_quietly:
+        if self.core.has_ready():
             self._kick()
 
     async def _handle_ready(self, rd: Ready) -> None:
@@ -280,19 +278,14 @@ class Node:
                     and bool(rd.committed)
                     and (not rd.entries or rd.committed[-1].index < rd.entries[0].index)
                 )
-                # quietly, but for a lone node: no peer's message would wake it
-                persisting = (
-                    self._disk.submit_quiet(self._persist_and_send, rd, True)
-                    if self.links
-                    else self._disk.submit(self._persist_and_send, rd)
-                )
+                persisting = self._disk.submit(self._persist_and_send, rd)
                 try:
                     if early:
                         self._apply_committed(rd.committed)
                     if rd.entries and self.core.role is Role.LEADER:
                         self._speculate(rd.entries)
                 finally:
-                    left = await self._wait_quietly(persisting)
+                    left = await self._disk.wait(persisting)
                 self._send(left)
                 if rd.committed and not early:
                     self._apply_committed(rd.committed)
@@ -321,27 +314,6 @@ class Node:
             self._apply_held()  # a read waits for these
             self._release_applied_reads()
         self._maybe_snapshot()
-
-    async def _wait_quietly(self, persisting: Pending) -> list[Message]:
-        """Wait for a quiet persist job (``Worker.submit_quiet``): acks and votes leave
-        from the disk worker, so the loop is not woken when the fsync ends. It waits for
-        whatever wakes it next (a peer's message, a proposal, a tick: ``_kick``), by
-        when the job has usually ended, which saves a wake-up per append; if it has not,
-        it waits for the job as usual, woken at its end, so nothing that arrived meanwhile
-        waits longer than it would have. The worker wakes it at once only for messages it
-        could not send itself."""
-        if persisting.quiet and not persisting.done:
-            self._persisting_quietly = True
-            try:
-                await self._work.wait()
-            except trio.Cancelled:
-                with trio.CancelScope(shield=True):
-                    await self._disk.wait(persisting)  # no job outlives the node's state
-                raise
-            finally:
-                self._persisting_quietly = False
-            self._work = trio.Event()  # what it was kicked for is picked up after this Ready
-        return await self._disk.wait(persisting)  # type: ignore[no-any-return]
 
     def _send(self, messages: Sequence[Message]) -> None:
         """Hand messages to their links, grouped per peer (one socket write each)."""
@@ -519,20 +491,17 @@ class Node:
             # index alone is a hint that recovery recomputes, so it need not cost an fsync
             self.storage.hard_state.save(rd.hard_state, sync=False)
 
-    def _persist_and_send(self, rd: Ready, quiet: bool = False) -> list[Message]:
+    def _persist_and_send(self, rd: Ready) -> list[Message]:
         """In the disk worker: persist, then write the messages that promised it (a
         follower's acks, votes) straight to their peers' sockets from this thread, so
         they leave without waiting for the loop to wake. Returns those the links could
-        not take now (busy or down), for the loop to send: a ``quiet`` job (see
-        ``_persist_quietly``) then wakes the loop for them."""
+        not take now (busy or down), for the loop to send."""
         self._persist(rd)
         left: list[Message] = []
         for peer, batch in _by_peer(rd.messages_after_persist).items():
             link = self.links.get(peer)
             if link is not None and not link.send_from_thread(batch):
                 left.extend(batch)
-        if left and quiet:
-            self._disk.call_soon_in_loop(self._kick)
         return left
 
     def _persist_and_apply(self, rd: Ready) -> dict[int, bytes | None]:

@@ -24,23 +24,15 @@ import trio
 
 T = TypeVar("T")
 
-_Job = tuple[Callable[..., Any], tuple[Any, ...], Callable[[outcome.Outcome[Any]], None], bool]
+_Job = tuple[Callable[..., Any], tuple[Any, ...], Callable[[outcome.Outcome[Any]], None]]
 
 
 class Pending:
-    """A job started with :meth:`Worker.submit` or :meth:`Worker.submit_quiet`."""
+    """A job started with :meth:`Worker.submit`."""
 
     def __init__(self) -> None:
         self.result: outcome.Outcome[Any] | None = None
         self.task: trio.lowlevel.Task | None = None
-        self.lock = threading.Lock()
-        """Orders a quiet job's end (worker thread) against a ``wait`` (the loop)."""
-        self.quiet = False
-        """Started with ``submit_quiet``: its end wakes nobody who is not in ``wait``."""
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None
 
 
 class Worker:
@@ -58,17 +50,14 @@ class Worker:
             job = self._jobs.get()
             if job is None:
                 return
-            fn, args, deliver, in_loop = job
+            fn, args, deliver = job
             result = outcome.capture(fn, *args)
             # drop our references before waiting for the next job, which may be long:
             # the result belongs to the caller alone (a snapshot kept alive here looked
             # "still open" to the next one)
             del job, fn, args
             try:
-                if in_loop:
-                    self._token.run_sync_soon(deliver, result)
-                else:
-                    deliver(result)
+                self._token.run_sync_soon(deliver, result)
             except trio.RunFinishedError:
                 return
             finally:
@@ -82,7 +71,7 @@ class Worker:
         def deliver(result: outcome.Outcome[Any]) -> None:
             trio.lowlevel.reschedule(task, result)
 
-        self._jobs.put((fn, args, deliver, True))
+        self._jobs.put((fn, args, deliver))
         return await trio.lowlevel.wait_task_rescheduled(  # type: ignore[no-any-return]
             lambda _: trio.lowlevel.Abort.FAILED
         )
@@ -97,40 +86,17 @@ class Worker:
             if pending.task is not None:
                 trio.lowlevel.reschedule(pending.task, result)
 
-        self._jobs.put((fn, args, deliver, True))
-        return pending
-
-    def submit_quiet(self, fn: Callable[..., Any], *args: Any) -> Pending:
-        """Like :meth:`submit`, but the job's end wakes the event loop only if a task is
-        in :meth:`wait` for it by then; otherwise the loop sees ``pending.done`` the next
-        time it wakes for something else. Why: a follower's loop has nothing to do when
-        its fsync ends (the ack leaves from this thread), and each wake-up costs a
-        context switch and tens of microseconds on cores the other nodes need."""
-        pending = Pending()
-        pending.quiet = True
-        token = self._token
-
-        def deliver(result: outcome.Outcome[Any]) -> None:  # in the worker thread
-            with pending.lock:
-                pending.result = result
-                task = pending.task
-            if task is not None:
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-
-        self._jobs.put((fn, args, deliver, False))
+        self._jobs.put((fn, args, deliver))
         return pending
 
     @staticmethod
     async def wait(pending: Pending) -> Any:
         """The result of a submitted job (or its error). Like :meth:`run`, this waits
         for the job to finish even if the caller is cancelled."""
-        with pending.lock:
-            result = pending.result
-            if result is None:
-                pending.task = trio.lowlevel.current_task()
-        if result is not None:
+        if pending.result is not None:
             await trio.lowlevel.checkpoint()
-            return result.unwrap()
+            return pending.result.unwrap()
+        pending.task = trio.lowlevel.current_task()
         return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
 
     def call_soon_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:

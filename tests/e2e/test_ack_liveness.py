@@ -1,9 +1,8 @@
-"""Persist jobs end quietly (``Worker.submit_quiet``): the loop is not woken when the
-fsync ends, because acks leave from the disk worker; it notices the job's end when the next
-message (or proposal) wakes it. None of what depends on it may wait for a tick or a
-heartbeat: a follower's next append, an ack the worker could not send (the link busy), the
-leader's commit, or a node alone (no peer to wake it). Nodes in one trio program, on
-loopback."""
+"""Nothing on a write's path waits for a tick or a heartbeat: a follower's next append, an
+ack its disk worker could not send itself (the link busy: the loop sends it), the leader's
+commit, a node alone. Each would cost ~TICK/2 a write with long ticks. (Written for a
+change that let persist jobs end without waking the loop, measured and not kept; they
+guard whatever wakes the loop next.) Nodes in one trio program, on loopback."""
 
 from __future__ import annotations
 
