@@ -306,8 +306,15 @@ class RaftCore:
         """A Ready is waiting that needs nothing from the disk: no entries to persist, no
         snapshot to stage or install, no new term or vote (a commit index that moved,
         read states, messages). The caller may handle such a Ready at once, where it
-        stepped the message that made it, instead of handing it to its persisting loop."""
-        if not self.has_ready() or self.log.stable < self.log.last_index:
+        stepped the message that made it, instead of handing it to its persisting loop.
+
+        Not while a read round is to be started: the reads that arrive together share one
+        heartbeat round, so that Ready is better taken a little later, with all of them
+        (taken at once, each follower's read index request cost its own round: half the
+        follower reads at 64 clients)."""
+        if not self.has_ready() or self._read_round_needed:
+            return False
+        if self.log.stable < self.log.last_index:
             return False
         if self._chunks or self._installed is not None:
             return False

@@ -234,15 +234,18 @@ class Node:
                 await self._handle_ready(self.core.ready())
 
     def _step(self, m: Message) -> None:
-        """Step a peer's message. A Ready that needs no disk (an ack that moved the
-        commit index, a read-index answer) is handled right here when the Ready loop is
-        idle: the leader commits, answers and releases reads without waking another task
-        (a hop that cost ~35-50 us a write at one client). Anything else goes to the
-        Ready loop, so proposals still gather into one append and one fsync. (While the
-        Ready loop holds a Ready, the core has none to give: it picks up what this step
-        left when it is done with its own.)"""
+        """Step a peer's message. On the leader, a Ready that needs no disk (an ack that
+        moved the commit index, the heartbeat answers that confirm a read round) is
+        handled right here when the Ready loop is idle: it commits, answers and releases
+        reads without waking another task (a hop of ~35-50 us a write at one client).
+        Anything else goes to the Ready loop, so proposals still gather into one append
+        and one fsync, and reads into one heartbeat round. Not on followers: there the
+        Ready loop takes the read-index answers that arrive together as one Ready, and
+        taking them one by one cost 0.55x follower reads at 64 clients. (While the Ready
+        loop holds a Ready, the core has none to give: it picks up what this step left
+        when it is done with its own.)"""
         self.core.step(m)
-        if self.core.has_light_ready():
+        if self.core.role is Role.LEADER and self.core.has_light_ready():
             rd = self.core.ready()
             self._send(rd.messages)
             self._handle_commit(rd)

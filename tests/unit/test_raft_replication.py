@@ -14,6 +14,7 @@ from raftsql.raft.messages import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    ReadIndexRequest,
     RequestVoteResponse,
 )
 from tests.unit.raft_harness import Cluster
@@ -266,5 +267,13 @@ def test_a_ready_that_needs_no_disk_is_told_apart() -> None:
     core.propose(b"b")  # an entry to persist
     assert core.has_ready() and not core.has_light_ready()
     core.advance(core.ready())
+    core.advance(core.ready())
+    core.step(ReadIndexRequest(2, 1, core.term, ctx=b"r"))  # a follower's read needs a round
+    assert core.has_ready() and not core.has_light_ready()  # shared with the next reads
+    core.step(ReadIndexRequest(3, 1, core.term, ctx=b"s"))
+    rd = core.ready()
+    rounds = {m.round for m in rd.messages if isinstance(m, Heartbeat)}
+    assert len(rounds) == 1, "both reads confirmed by one heartbeat round"
+    core.advance(rd)
     core.step(Heartbeat(2, 1, 5, commit=0))  # a higher term: a new term to persist first
     assert core.role is Role.FOLLOWER and core.has_ready() and not core.has_light_ready()
