@@ -70,7 +70,7 @@ with tempfile.TemporaryDirectory(prefix="raftsql-ab-") as tmp:
     pids = list(cl.pids.values())
     print("ready", flush=True)
     for line in sys.stdin:
-        n, seconds, warmup = int(line.split()[0]), float(line.split()[1]), float(line.split()[2])
+        n, seconds, warmup = (f(v) for f, v in zip((int, float, float), line.split()))
         probe = lambda: [stats.sample(pid) for pid in pids]
         targets = _targets(cl, where)
         if cload is not None:

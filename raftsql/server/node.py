@@ -382,13 +382,14 @@ class Node:
         (``speculate_budget``): a long statement is left to the ordinary apply."""
         if (
             not self.config.speculate_budget
+            or entries[0].index != self.machine.applied_index + 1  # earlier ones not applied
             or self._to_apply
             or self._held
             or self._applier_running
             or self._machine_lock.locked()
         ):
             return
-        batch = [(e.index, e.data if e.kind is EntryKind.NORMAL else None) for e in entries]
+        batch = self._batch_to_apply(entries)
         started = time.perf_counter()
         self.machine.speculate(batch, started + self.config.speculate_budget)
         # the work counts towards the apply that commits it (admission control's cost)

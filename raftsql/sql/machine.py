@@ -515,24 +515,25 @@ class StateMachine:
         A batch shorter than the speculation (a commit index that covers only part of
         it) drops it too: a transaction commits whole, and the entries past the commit
         index must not become visible."""
-        spec, self._speculation = self._speculation, None
+        spec = self._speculation
         assert spec is not None
         n = len(spec.batch)
-        if len(batch) >= n and all(a == b for a, b in zip(batch, spec.batch, strict=False)):
-            self.speculations["kept"] += 1
-            try:
-                self._commit()
-            except BaseException as exc:
-                self._rollback()
-                raise MachineError(
-                    f"committing entries up to {spec.batch[-1][0]} failed: {exc!r}"
-                ) from exc
-            return spec.results
-        self.speculations["dropped"] += 1
-        self._rollback()
-        return []
+        if len(batch) < n or any(a != b for a, b in zip(batch, spec.batch, strict=False)):
+            self.abandon_speculation()
+            return []
+        self._speculation = None
+        self.speculations["kept"] += 1
+        try:
+            self._commit()
+        except BaseException as exc:
+            self._rollback()
+            raise MachineError(
+                f"committing entries up to {spec.batch[-1][0]} failed: {exc!r}"
+            ) from exc
+        return spec.results
 
     def _rollback(self) -> None:
+        """End the open transaction, if SQLite has not already: back to what is committed."""
         if self._db.in_transaction:
             with contextlib.suppress(apsw.Error):
                 self._exec("ROLLBACK")
@@ -608,10 +609,7 @@ class StateMachine:
             self._commit()
             return len(batch)
         except BaseException as exc:
-            if self._db.in_transaction:
-                with contextlib.suppress(apsw.Error):
-                    self._exec("ROLLBACK")
-            self._applied = before
+            self._rollback()  # back to ``before``: every run starts at the committed index
             if self._over_budget:
                 raise _OverBudget from exc
             if isinstance(exc, MachineError | KeyboardInterrupt | SystemExit):
