@@ -97,3 +97,40 @@ async def test_a_leader_deposed_with_a_speculation_open_keeps_none_of_it(
         assert old.machine.speculations["dropped"] >= 1
         for n in ns:
             assert (await n.read("SELECT k FROM t", consistency="stale")).rows == [("kept",)]
+
+
+async def test_a_speculated_write_is_answered_before_its_commit_and_reads_see_it(
+    tmp_path: Path,
+) -> None:
+    """One writer: the leader answers each write from its speculation's results, before
+    the COMMIT that makes it visible on the leader (the answer's callback runs while the
+    applied index is still below the entry). A read sent the moment the answer arrives,
+    on the leader or a follower, sees the write."""
+    async with three_nodes(tmp_path) as ns:
+        leader = await wait_leader(ns)
+        await leader.write([("CREATE TABLE t (id INTEGER PRIMARY KEY, v INT)", ())])
+        follower = next(n for n in ns if n is not leader)
+        seen: list[tuple[int, int, bytes | None]] = []
+        for n in range(1, 11):
+            answered = trio.Event()
+
+            def done(waiter: object, answered: trio.Event = answered) -> None:
+                result = getattr(waiter, "result", None)
+                seen.append((leader.core.commit, leader.machine.applied_index, result))
+                answered.set()
+
+            leader.submit_write(
+                leader.check_statements([("INSERT INTO t VALUES (?, ?)", (n, n * n))]),
+                True,
+                b"writer",
+                n,
+                on_done=done,
+            )
+            with trio.fail_after(10):
+                await answered.wait()
+            on = leader if n % 2 else follower
+            rows = (await on.read("SELECT v FROM t WHERE id = ?", (n,))).rows
+            assert rows == [(n * n,)], (n, rows)
+        assert all(result is not None for _, _, result in seen)
+        # answered before the COMMIT: the entry committed in Raft, not yet applied here
+        assert all(applied < commit for commit, applied, _ in seen), seen
