@@ -43,7 +43,7 @@ from raftsql.raft.messages import Entry, EntryKind, InstallSnapshot, Message, Sn
 from raftsql.server.config import NodeConfig, format_address
 from raftsql.server.forward import Forwarder
 from raftsql.server.peers import PeerLink
-from raftsql.server.worker import Pending, Worker
+from raftsql.server.worker import Worker
 from raftsql.sql.command import CommandResult, Statement, StatementResult, WriteCommand
 from raftsql.sql.machine import QueryOverBudget, StateMachine
 from raftsql.sql.statements import check_params, classify
@@ -144,10 +144,6 @@ class Node:
         A ratio of averages, not an average of ratios: small batches carry a
         transaction's fixed cost and would make a deep backlog look slower than it is."""
         self._applier_running = False
-        self._ready_idle = False
-        """The Ready loop waits for work (no Ready of its own out)."""
-        self._started: tuple[Ready, Pending | None] | None = None
-        """A Ready taken by ``_start_lone_write`` for the Ready loop to finish."""
         self._speculated_seconds = 0.0
         """Time spent speculating since the last apply (``_speculate``)."""
         self.listen_port: int | None = None
@@ -232,33 +228,10 @@ class Node:
 
     async def _ready_loop(self) -> None:
         while True:
-            self._ready_idle = True
             await self._work.wait()
-            self._ready_idle = False
             self._work = trio.Event()
-            if self._started is not None:
-                rd, persisting = self._started
-                self._started = None
-                await self._handle_ready(rd, persisting)
             while self.core.has_ready():
                 await self._handle_ready(self.core.ready())
-
-    def _start_lone_write(self) -> None:
-        """A write proposed on an idle leader (no other write in flight, the Ready loop
-        waiting): send its AppendEntries and start its fsync right here, and leave the
-        rest of the Ready to the loop. At one writer this takes the hop to the Ready
-        loop's task (one pass of trio's scheduler, ~30-50 us) off every write's path.
-        Only then: with writes in flight, the proposals that arrive together must
-        share one Ready (one append, one fsync)."""
-        if not (self._ready_idle and self._started is None and self.core.has_ready()):
-            return
-        rd = self.core.ready()
-        persisting = None
-        if rd.entries and rd.snapshot is None and not rd.snapshot_chunks and not rd.committed:
-            self._send(rd.messages)
-            persisting = self._disk.submit(self._persist_and_send, rd)
-            self._speculate(rd.entries)
-        self._started = (rd, persisting)
 
     def _step(self, m: Message) -> None:
         """Step a peer's message. On the leader, a Ready that needs no disk (an ack that
@@ -280,7 +253,7 @@ class Node:
         if self.core.has_ready():
             self._kick()
 
-    async def _handle_ready(self, rd: Ready, persisting: Pending | None = None) -> None:
+    async def _handle_ready(self, rd: Ready) -> None:
         """Persist, send what had to wait for it, apply.
 
         Anything that fsyncs (new entries, a new term or vote) runs in the disk worker,
@@ -291,13 +264,7 @@ class Node:
         batch, and a Ready no longer waits for the apply of the one before. The loop never
         waits for long SQL: an apply runs under a deadline and what is left goes to the
         applier task (see ``_apply_in_order``). Snapshot staging and installs run in the
-        disk worker. (``persisting``: ``_start_lone_write`` began this Ready, up to its
-        persist job.)"""
-        if persisting is not None:
-            left = await self._disk.wait(persisting)
-            self._send(left)
-            self._finish_ready(rd)
-            return
+        disk worker."""
         self._send(rd.messages)
         if rd.snapshot is not None or rd.snapshot_chunks:
             await self._handle_snapshot_ready(rd)
@@ -764,8 +731,6 @@ class Node:
             replaced.error = _leadership_changed()
             self._end_write(replaced)
         self._writes[index] = waiter
-        if len(self._writes) == 1:
-            self._start_lone_write()
         self._kick()
         return waiter
 
