@@ -412,7 +412,6 @@ class Node:
             return
         entries, self._to_apply = self._to_apply, []
         batch = self._batch_to_apply(entries)
-        self._answer_speculated(entries, batch)
         deadline = time.perf_counter() + self.config.apply_budget
         results = self._timed_apply(batch, deadline) if batch else []
         applied = self.machine.applied_index
@@ -426,26 +425,6 @@ class Node:
             self._to_apply[:0] = left
             self._start_applier()
         self._after_apply()
-
-    def _answer_speculated(
-        self, entries: Sequence[Entry], batch: list[tuple[int, bytes | None]]
-    ) -> None:
-        """Answer the writes whose entries the apply about to run will keep from the open
-        speculation, before its COMMIT (``StateMachine.speculated_results``): the answer
-        leaves ~25-50 us sooner, and the COMMIT overlaps its trip to the client. Nothing
-        can read in between: this runs on the loop, which reads the next request only
-        after the apply. (Should the COMMIT fail, the node stops; the answers stay true,
-        the entries being committed in Raft and deterministic.)"""
-        if not self._writes or not self.machine.speculating:
-            return
-        results = self.machine.speculated_results(batch)
-        if not results:
-            return
-        last = batch[len(results) - 1][0]
-        self._finish_writes(
-            [e for e in entries if batch[0][0] <= e.index <= last],
-            {index: result for (index, _), result in zip(batch, results, strict=False)},
-        )
 
     def _start_applier(self) -> None:
         if not self._applier_running:

@@ -500,29 +500,6 @@ class StateMachine:
         """A speculation is open (see :meth:`speculate`)."""
         return self._speculation is not None
 
-    def speculated_results(
-        self, batch: Sequence[tuple[int, bytes | None]]
-    ) -> list[bytes | None] | None:
-        """The results of the open speculation if :meth:`apply` of ``batch`` will keep it
-        (``batch`` starts with exactly its entries), else None. Nothing changes here.
-
-        Why: those results are final before the COMMIT that makes them visible here. The
-        entries are committed in Raft (on a majority's disks) and every replica computes
-        the same results from them, so the leader may answer its writers first and
-        COMMIT while the answers travel. Reads cannot tell: a read that follows an
-        answer reaches the loop only after the COMMIT, and ``applied_index`` does not
-        move before it."""
-        spec = self._speculation
-        if spec is None or not self._matches(batch, spec):
-            return None
-        return spec.results
-
-    @staticmethod
-    def _matches(batch: Sequence[tuple[int, bytes | None]], spec: _Speculation) -> bool:
-        """``batch`` starts with exactly the speculated entries (indices and payloads)."""
-        n = len(spec.batch)
-        return len(batch) >= n and all(a == b for a, b in zip(batch, spec.batch, strict=False))
-
     def abandon_speculation(self) -> None:
         """Roll back what :meth:`speculate` left open (before anything else uses the
         writer connection: snapshots, restores, serialization)."""
@@ -540,7 +517,8 @@ class StateMachine:
         index must not become visible."""
         spec = self._speculation
         assert spec is not None
-        if not self._matches(batch, spec):
+        n = len(spec.batch)
+        if len(batch) < n or any(a != b for a, b in zip(batch, spec.batch, strict=False)):
             self.abandon_speculation()
             return []
         self._speculation = None

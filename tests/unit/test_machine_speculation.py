@@ -80,35 +80,6 @@ def test_a_kept_speculation_commits_what_it_ran_and_is_invisible_until_then(
     assert spec.m.content_digest() == plain.m.content_digest()
 
 
-def test_speculated_results_are_the_applys_results_and_only_for_a_batch_it_keeps(
-    open_machine: Callable[..., StateMachine],
-) -> None:
-    """The leader answers from ``speculated_results`` before the COMMIT: they must be
-    exactly what the apply then returns, asking must change nothing, and a batch the
-    apply would not keep (another leader's entries, a shorter commit) has none."""
-    spec, plain = _pair(open_machine, "CREATE TABLE t (id INTEGER PRIMARY KEY, r)")
-    ours = _indexed(
-        spec.m,
-        [write(1, "INSERT INTO t (r) VALUES (random())"), write(2, "INSERT INTO t VALUES (7, 1)")],
-    )
-    assert spec.m.speculated_results(ours) is None  # nothing open
-    assert spec.m.speculate(ours, _soon())
-    before = spec.m.applied_index
-    rival = _indexed(spec.m, [write(1, "INSERT INTO t (r) VALUES (random())", seed=9)])
-    assert spec.m.speculated_results(rival) is None
-    assert spec.m.speculated_results(ours[:1]) is None  # a commit covering part of it
-    longer = [*ours, (ours[-1][0] + 1, write(3, "INSERT INTO t VALUES (8, 2)"))]
-    early = spec.m.speculated_results(longer)
-    assert early is not None and len(early) == 2
-    # asking changed nothing: still open, still invisible, the applied index unmoved
-    assert spec.m.speculating and spec.rows("SELECT count(*) FROM t") == [(0,)]
-    assert spec.m.applied_index == before
-    results = spec.m.apply(longer)
-    assert results[:2] == early
-    assert results == plain.m.apply(longer)
-    assert spec.m.content_digest() == plain.m.content_digest()
-
-
 def test_a_speculation_replaced_by_another_leaders_entries_leaves_no_trace(
     open_machine: Callable[..., StateMachine],
 ) -> None:
