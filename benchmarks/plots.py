@@ -35,6 +35,7 @@ SOURCES = [
     "peers_etcd",
     "peers_pysyncobj",
     "raftsql_load",
+    "paired_etcd",
     "failover",
     "catchup",
     "memory_flat",
@@ -582,6 +583,27 @@ def target_rows(r: Results) -> list[Row]:
     return [compare(*spec) for spec in specs] + failover_rows(r.get("failover"))
 
 
+def paired_rows(data: Data | None) -> list[Row]:
+    """The same targets against etcd, measured in alternating bursts (``paired_etcd``):
+    the median of the burst-by-burst ratios, its quartiles beside it."""
+    rows: list[Row] = []
+    for p in (data or {}).get("pairs", []):
+        target = Target(">=", 1.0)
+        ratio = number(p["ratio_median"])
+        shown = (
+            f"{ratio:.2f}{TIMES} [{p['ratio_q1']:.2f}-{p['ratio_q3']:.2f}]"
+            if ratio is not None
+            else MISSING
+        )
+        measure = (
+            f"{p['what']} at {p['clients']} client{'s' * (p['clients'] > 1)}: "
+            f"{p['raftsql_workload']} vs etcd {p['etcd_workload']} ({len(p['bursts'])} pairs)"
+        )
+        ours, theirs = f"{p['raftsql_ops_per_s']:,.0f}/s", f"{p['etcd_ops_per_s']:,.0f}/s"
+        rows.append((measure, ours, theirs, shown, str(target), verdict(ratio, target)))
+    return rows
+
+
 def failover_rows(data: Data | None) -> list[Row]:
     """First acknowledged write after a leader kill: p99 (the target) and median."""
     fw = (data or {}).get("first_write_s") or {}
@@ -678,6 +700,15 @@ def summary(r: Results, failed: Sequence[str] = ()) -> str:
     """
     head = "| measure | raftsql | peer | ratio | target | verdict |\n|---|---|---|---|---|---|"
     table = "\n".join("| " + " | ".join(row) + " |" for row in target_rows(r))
+    paired = "\n".join("| " + " | ".join(row) + " |" for row in paired_rows(r.get("paired_etcd")))
+    paired_section = (
+        "## The etcd targets in paired bursts\n\n"
+        "Both clusters up at once, taking turns in short bursts; each ratio is a raftsql "
+        "burst over the etcd burst next to it: median [quartiles].\n\n"
+        f"{head}\n{paired}\n\n"
+        if paired
+        else ""
+    )
     mode = (
         "**Quick (smoke) run**: a second or less per point, 1 and 4 clients only; the "
         "figures show the benchmarks work, not how fast anything is.\n\n"
@@ -695,6 +726,7 @@ def summary(r: Results, failed: Sequence[str] = ()) -> str:
         "peer from the same run. PySyncObj never fsyncs (its journal is not synced), so its "
         "figures are a ceiling, not a like-for-like peer.\n\n"
         f"## Targets\n\n{head}\n{table}\n\n"
+        f"{paired_section}"
         "## Context\n\n" + "\n".join(context_lines(r)) + "\n\n"
         "## Inputs (measured at)\n\n" + "\n".join(input_lines(r)) + "\n"
     )

@@ -28,7 +28,15 @@ from typing import Any
 
 from benchmarks import common
 
-STEPS = ["limits", "peers_etcd", "peers_pysyncobj", "raftsql_load", "failover", "catchup"]
+STEPS = [
+    "limits",
+    "peers_etcd",
+    "peers_pysyncobj",
+    "raftsql_load",
+    "paired_etcd",
+    "failover",
+    "catchup",
+]
 REPEATABLE = {"limits", "peers_etcd", "peers_pysyncobj", "raftsql_load"}
 MEMORY = "memory_flat"
 """Only with --memory (or --only): a full run of it takes about 15 minutes."""

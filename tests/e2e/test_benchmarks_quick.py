@@ -108,6 +108,18 @@ def check_failover_and_catchup() -> None:
     assert catchup["snapshot"]["snapshots_installed"] >= 1
 
 
+def check_paired_etcd() -> None:
+    """Each pair of bursts measured both systems, and its ratio is theirs."""
+    pairs = load("paired_etcd")["pairs"]
+    assert {(p["raftsql_workload"], p["etcd_workload"]) for p in pairs} == {("insert_param", "put")}
+    for p in pairs:
+        assert len(p["bursts"]) == 2
+        for b in p["bursts"]:
+            assert b["raftsql"] > 0 and b["etcd"] > 0
+            assert b["ratio"] == pytest.approx(b["raftsql"] / b["etcd"], rel=1e-3)
+        assert p["ratio_q1"] <= p["ratio_median"] <= p["ratio_q3"]
+
+
 def check_plots_and_summary(started: float) -> None:
     for name in FIGURES:
         path = common.RESULTS / plots.png_name(name, quick=True)
@@ -117,6 +129,8 @@ def check_plots_and_summary(started: float) -> None:
     text = summary.read_text()
     assert "| writes/s at 1 client: insert_param vs etcd put |" in text
     assert "failover: p99 first write" in text
+    assert "## The etcd targets in paired bursts" in text
+    assert "writes at 1 client: insert_param vs etcd put (2 pairs)" in text
 
 
 def test_run_all_quick() -> None:
@@ -131,6 +145,7 @@ def test_run_all_quick() -> None:
         check_points(name)
     check_raftsql_workloads()
     check_failover_and_catchup()
+    check_paired_etcd()
     check_plots_and_summary(started)
 
 
