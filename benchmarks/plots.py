@@ -442,6 +442,50 @@ def draw_node_cost(results: Results, path: Path) -> Path:
     return save(fig, path)
 
 
+def draw_paired(data: Data, path: Path) -> Path:
+    """``paired_etcd``: every pair's ratio (raftsql burst / the etcd burst next to it) as a
+    dot, the median as a bar, per target; the target (1x) as a dashed line."""
+    plt = pyplot()
+    pairs = data.get("pairs", [])
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(pairs) + 1), 4.2))
+    for k, p in enumerate(pairs):
+        ratios = [b["ratio"] for b in p["bursts"]]
+        # spread the dots sideways a little, deterministically, so equal ratios stay visible
+        xs = [k + 0.25 * ((j * 0.618) % 1.0 - 0.5) for j in range(len(ratios))]
+        ax.scatter(xs, ratios, s=14, alpha=0.6, color="tab:blue")
+        ax.plot([k - 0.3, k + 0.3], [p["ratio_median"]] * 2, color="tab:red", linewidth=2.5)
+        ax.annotate(
+            f"{p['ratio_median']:.2f}{TIMES}",
+            (k + 0.32, p["ratio_median"]),
+            va="center",
+            fontsize=8,
+            color="tab:red",
+        )
+    if not pairs:
+        not_measured(ax)
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label=f"target: 1{TIMES} etcd")
+    ax.set_xticks(
+        range(len(pairs)),
+        [
+            f"{p['what'].replace('linearizable reads, ', 'lin. reads ')}\n{p['clients']} "
+            f"client{'s' * (p['clients'] > 1)}"
+            for p in pairs
+        ],
+        fontsize=8,
+    )
+    ax.set_xlim(-0.6, len(pairs) - 0.2 if pairs else 0.6)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel(f"raftsql / etcd, per pair of bursts ({TIMES})")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    bursts = data.get("bursts", "?")
+    ax.set_title(
+        f"raftsql vs etcd in paired bursts ({bursts} pairs a point, both clusters up; red: median)",
+        fontsize=9,
+    )
+    return save(fig, path)
+
+
 def draw_all(quick: bool, directory: Path = common.RESULTS) -> list[Path]:
     """Every figure of this mode, from whatever results exist."""
     results = Results.load(quick, directory)
@@ -461,6 +505,9 @@ def draw_all(quick: bool, directory: Path = common.RESULTS) -> list[Path]:
         draw_peers_bars(results, out("peers_bars")),
         draw_node_cost(results, out("node_cost")),
     ]
+    paired = results.get("paired_etcd")
+    if paired:
+        paths.append(draw_paired(paired, out("paired_etcd")))
     memory = results.get("memory_flat")
     if memory:
         paths.append(draw_memory(memory, out("memory_flat")))

@@ -33,6 +33,7 @@ FIGURES = [
     "failover",
     "peers_bars",
     "node_cost",
+    "paired_etcd",
 ]
 
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 60)  # + the SIGINT grace period
