@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import common
+from benchmarks.run_all import MEMORY, STEPS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -30,17 +31,8 @@ if TYPE_CHECKING:
 Data = dict[str, Any]
 Point = dict[str, Any]
 
-SOURCES = [
-    "limits",
-    "peers_etcd",
-    "peers_pysyncobj",
-    "raftsql_load",
-    "paired_etcd",
-    "failover",
-    "catchup",
-    "memory_flat",
-]
-"""Every result file the plots and the summary read."""
+SOURCES = [*STEPS, MEMORY]
+"""Every result file the plots and the summary read: what ``run_all`` can run."""
 MISSING = "not measured"
 TIMES = "\u00d7"
 """The multiplication sign, for ratios (spelled out: ruff flags it as look-alike of x)."""
