@@ -62,18 +62,13 @@ def summarize(bursts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _etcd_burst(port: int, workload: str, clients: int, seconds: int) -> float:
-    p = peers_etcd.measure(port, workload, clients, seconds)
-    if p["errors"]:
-        raise RuntimeError(f"etcd: {p['errors']} failed requests ({workload}, {clients} clients)")
-    return float(p["ops_per_s"])
-
-
-def _raftsql_burst(cluster: TreeCluster, what: str, clients: int, seconds: int) -> float:
-    p = cluster.point(clients, seconds, warmup=0.0)
-    if p["errors"]:
-        raise RuntimeError(f"raftsql: {p['errors']} failed requests ({what}, {clients} clients)")
-    return float(p["ops_per_s"])
+def _ops(system: str, point: dict[str, Any], what: str, clients: int) -> float:
+    """A burst's ops/s; a burst with failed requests measured a failure, not the system."""
+    if point["errors"]:
+        raise RuntimeError(
+            f"{system}: {point['errors']} failed requests ({what}, {clients} clients)"
+        )
+    return float(point["ops_per_s"])
 
 
 def run_pair(pair: Pair, etcd_port: int, bursts: int, seconds: int) -> list[dict[str, Any]]:
@@ -82,14 +77,19 @@ def run_pair(pair: Pair, etcd_port: int, bursts: int, seconds: int) -> list[dict
     out = []
     with TreeCluster(ROOT, pair.raftsql, "c") as cluster:
         for clients in pair.clients:
+            take = {
+                "etcd": lambda c=clients: _ops(
+                    "etcd", peers_etcd.measure(etcd_port, pair.etcd, c, seconds), pair.etcd, c
+                ),
+                "raftsql": lambda c=clients: _ops(
+                    "raftsql", cluster.point(c, seconds, warmup=0.0), pair.raftsql, c
+                ),
+            }
             measured = []
             for k in range(bursts):
-                if k % 2 == 0:
-                    etcd = _etcd_burst(etcd_port, pair.etcd, clients, seconds)
-                    ours = _raftsql_burst(cluster, pair.raftsql, clients, seconds)
-                else:
-                    ours = _raftsql_burst(cluster, pair.raftsql, clients, seconds)
-                    etcd = _etcd_burst(etcd_port, pair.etcd, clients, seconds)
+                order = ["etcd", "raftsql"] if k % 2 == 0 else ["raftsql", "etcd"]
+                got = {system: take[system]() for system in order}
+                ours, etcd = got["raftsql"], got["etcd"]
                 ratio = ours / etcd if etcd else 0.0
                 measured.append({"raftsql": ours, "etcd": etcd, "ratio": round(ratio, 4)})
                 common.progress(

@@ -626,8 +626,8 @@ def paired_rows(data: Data | None) -> list[Row]:
     """The same targets against etcd, measured in alternating bursts (``paired_etcd``):
     the median of the burst-by-burst ratios, its quartiles beside it."""
     rows: list[Row] = []
+    target = Target(">=", 1.0)
     for p in (data or {}).get("pairs", []):
-        target = Target(">=", 1.0)
         ratio = number(p["ratio_median"])
         shown = (
             f"{ratio:.2f}{TIMES} [{p['ratio_q1']:.2f}-{p['ratio_q3']:.2f}]"
@@ -731,6 +731,10 @@ def input_lines(r: Results) -> list[str]:
     return lines
 
 
+def markdown_rows(rows: Sequence[Row]) -> str:
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
 def summary(r: Results, failed: Sequence[str] = ()) -> str:
     """The summary markdown: targets (met or not), context figures, inputs.
 
@@ -738,8 +742,8 @@ def summary(r: Results, failed: Sequence[str] = ()) -> str:
     theirs are shown are then left over from an earlier run, which the reader must know.
     """
     head = "| measure | raftsql | peer | ratio | target | verdict |\n|---|---|---|---|---|---|"
-    table = "\n".join("| " + " | ".join(row) + " |" for row in target_rows(r))
-    paired = "\n".join("| " + " | ".join(row) + " |" for row in paired_rows(r.get("paired_etcd")))
+    table = markdown_rows(target_rows(r))
+    paired = markdown_rows(paired_rows(r.get("paired_etcd")))
     paired_section = (
         "## The etcd targets in paired bursts\n\n"
         "Both clusters up at once, taking turns in short bursts; each ratio is a raftsql "
