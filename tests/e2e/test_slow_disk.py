@@ -89,6 +89,15 @@ def test_a_leader_with_a_stalling_disk_keeps_leading(
     with Client([cluster.address(leader)]) as c:
         c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         term = c.status()["term"]
+    # every node has heard this leader before the disks stall (a node that came up last
+    # may still be waiting for the leader's link to reconnect to it)
+    deadline = time.monotonic() + 15
+    while any(
+        st is None or (st["term"], st["leader"]) != (term, leader)
+        for st in cluster.statuses().values()
+    ):
+        assert time.monotonic() < deadline, cluster.statuses()
+        time.sleep(0.05)
 
     # from now on every fsync of the stalled processes takes STALL_MS
     slow = [leader] if stalled == "leader" else [i for i in cluster.ports if i != leader]
