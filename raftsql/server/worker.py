@@ -14,6 +14,7 @@ its job to finish, so no job ever outlives the state it works on.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -23,6 +24,8 @@ import outcome
 import trio
 
 T = TypeVar("T")
+
+log = logging.getLogger("raftsql.worker")
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], Callable[[outcome.Outcome[Any]], None]]
 
@@ -76,13 +79,23 @@ class Worker:
             lambda _: trio.lowlevel.Abort.FAILED
         )
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Pending:
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, then: Callable[[], None] | None = None
+    ) -> Pending:
         """Start ``fn(*args)`` in the worker thread and return at once; collect its result
-        with :meth:`wait` (the loop may do other work in between)."""
+        with :meth:`wait` (the loop may do other work in between). ``then``, if given, is
+        called on the loop the moment the job's result arrives, before the waiting task
+        is woken (which takes another pass of the scheduler); an error it raises is logged, and
+        the job's own result is delivered all the same."""
         pending = Pending()
 
         def deliver(result: outcome.Outcome[Any]) -> None:
             pending.result = result
+            if then is not None:
+                try:
+                    then()
+                except Exception:
+                    log.exception("a completion callback of worker job %r failed", fn)
             if pending.task is not None:
                 trio.lowlevel.reschedule(pending.task, result)
 

@@ -252,6 +252,31 @@ def test_a_long_write_runs_off_the_event_loop(make_cluster: MakeCluster) -> None
             assert c.query("SELECT count(*) FROM big", consistency="stale").rows == [(6_000_000,)]
 
 
+def test_one_writer_is_answered_as_soon_as_a_majority_has_it_on_disk(
+    make_cluster: MakeCluster,
+) -> None:
+    """The leader counts its own fsync the moment its disk worker finishes, so a
+    follower's ack that arrives before the loop heard of it commits (and answers) the
+    write at once (``commits_while_persisting``). One writer, one write at a time: every
+    answer is right, in order, and every replica ends with the same database."""
+    cluster = make_cluster()
+    leader = cluster.wait_for_leader()
+    with Client([cluster.address(leader)], timeout=10) as c:
+        c.execute("CREATE TABLE seq (n INTEGER PRIMARY KEY, v TEXT)")
+        before = c.status()["counters"]["commits_while_persisting"]
+        for n in range(1, 301):
+            r = c.execute("INSERT INTO seq (v) VALUES (?) RETURNING n", (f"v{n}",))
+            assert (r.rows, r.lastrowid) == ([(n,)], n)
+        st = c.status()
+    assert st["id"] == leader
+    assert st["counters"]["commits_while_persisting"] > before
+    digests = wait_converged(cluster)
+    assert len({d["sha256"] for d in digests.values()}) == 1
+    for i in sorted(cluster.ports):
+        with Client([cluster.address(i)]) as c:
+            assert c.query("SELECT count(*), max(n) FROM seq").rows == [(300, 300)]
+
+
 def test_a_slow_read_is_moved_off_the_loop_and_answered(make_cluster: MakeCluster) -> None:
     """Reads are tried on the event loop under a small budget; one that runs longer is
     interrupted there and answered by the read worker, with the full result."""

@@ -99,6 +99,11 @@ class Profile:
     """Per node: chance to skip a tick (clock skew)."""
     defer_ready: float = 0.0
     """Chance that a node takes its next message before handling the Ready (batching)."""
+    leader_disk_lag: float = 0.0
+    """Chance that a leader's Ready with entries stays out for a while, as with the
+    server's disk worker: its messages leave at once, its entries reach the disk at a
+    later tick (reported with ``persisted``), acks are stepped meanwhile and what they
+    commit is applied at once (``take_committed``), and ``advance`` comes later still."""
     # clients and operators
     write: float = 0.5
     readers: int = 2
@@ -148,6 +153,7 @@ def standard_profile(rng: random.Random) -> Profile:
         downtime=(1, rng.choice((10, 40, 100))),
         slow=tuple(rng.choice((0.0, 0.0, 0.05, 0.2)) for _ in range(nodes)),
         defer_ready=rng.choice((0.0, 0.3)),
+        leader_disk_lag=rng.choice((0.0, 0.3, 0.7)),
         write=rng.choice((0.2, 0.5, 1.0)),
         readers=rng.randint(1, 3),
         read=rng.choice((0.1, 0.3)),
@@ -188,6 +194,8 @@ class SimStats:
     partitions: int = 0
     snapshots_taken: int = 0
     snapshots_installed: int = 0
+    early_commits: int = 0
+    """Entries applied while their leader's Ready was still out (``leader_disk_lag``)."""
     ticks_to_elect: int | None = None
     """Ticks from healing until a stable leader (liveness phase)."""
 
@@ -383,6 +391,9 @@ class SimNode:
         Ready as the install of an older one."""
         self.pending_reads: list[tuple[int, bytes]] = []
         self.pending_writes: dict[int, tuple[int, bytes]] = {}
+        self.out: Ready | None = None
+        """A leader's Ready whose entries are being persisted (``leader_disk_lag``)."""
+        self.out_durable = False
         self.heard_leader = (0, 0, 0)
         """(term, leader, time) of the last message received from a leader."""
         self.seen_term = self.core.term
@@ -589,6 +600,8 @@ class Simulation:
                 continue
             node.core.tick()
             self._observe(node)
+            if node.out is not None:
+                self._progress_out(node)
             self._drain(node)
         for node in order:
             self._drain(node)  # whatever a deferred message left behind
@@ -609,6 +622,8 @@ class Simulation:
             self.stats.timeout_now_delivered += 1
         node.core.step(m)
         self._observe(node)
+        if node.out is not None:
+            self._take_committed(node)
         defer = self.profile.defer_ready
         if not defer or self.rng.random() >= defer:
             self._drain(node)
@@ -661,6 +676,23 @@ class Simulation:
             self._check_new_entries(node, rd.entries)
         for m in rd.messages:
             self._send(node, m)
+        if (
+            stage is None
+            and core.role is Role.LEADER
+            and rd.entries
+            and rd.snapshot is None
+            and not rd.snapshot_chunks
+            and (not rd.committed or rd.committed[-1].index < rd.entries[0].index)
+            and self.rng.random() < self.profile.leader_disk_lag
+        ):
+            # like the server: entries committed before go to apply while the new ones
+            # are written, and the Ready stays out until the disk is done
+            for e in rd.committed:
+                self._apply(node, e)
+            rd.committed = []
+            node.out, node.out_durable = rd, False
+            self._observe(node)
+            return
         if stage == "persist":
             # Torn write: the snapshot may or may not have been installed, a prefix of the
             # entries reached the disk, the hard state (written last) did not.
@@ -688,6 +720,11 @@ class Simulation:
             return
         for e in rd.committed:
             self._apply(node, e)
+        self._take_read_states(node, rd)
+        core.advance(rd)
+        self._observe(node)
+
+    def _take_read_states(self, node: SimNode, rd: Ready) -> None:
         for rs in rd.read_states:
             attempt = self.clients.reads.get(rs.ctx)
             if attempt is None or attempt.node != node.id:
@@ -695,8 +732,47 @@ class Simulation:
             node.pending_reads.append((rs.index, rs.ctx))
         if node.pending_reads:
             self._serve_reads(node)
+
+    def _progress_out(self, node: SimNode) -> None:
+        """A tick of a node whose Ready is out: what the server's ticker sends meanwhile
+        (``take_messages``), then maybe the disk finishes (``persisted``), then maybe the
+        loop gets to ``advance``."""
+        core = node.core
+        for m in core.take_messages():
+            self._send(node, m)
+        rd = node.out
+        assert rd is not None
+        if not node.out_durable:
+            if self.rng.random() < 0.1:
+                return
+            if rd.hard_state is not None:
+                self.inv.hard_state_persisted(node.id, node.hard_state, rd.hard_state)
+            node.persist(rd.entries, rd.hard_state)
+            node.out_durable = True
+            last = rd.entries[-1]
+            core.persisted(last.index, last.term)
+            self._observe(node)
+            self._take_committed(node)
+            if self.rng.random() < 0.5:
+                return
+        elif self.rng.random() < 0.2:
+            return
+        node.out = None
+        for m in rd.messages_after_persist:
+            self._send(node, m)
+        self._take_read_states(node, rd)
         core.advance(rd)
         self._observe(node)
+
+    def _take_committed(self, node: SimNode) -> None:
+        taken = node.core.take_committed()
+        for e in taken:
+            self._apply(node, e)
+        if taken:
+            self.stats.early_commits += 1
+            self._observe(node)
+            if node.pending_reads:
+                self._serve_reads(node)
 
     def _check_new_entries(self, node: SimNode, entries: list[Entry]) -> None:
         first = entries[0].index

@@ -47,6 +47,7 @@ def _check_not_vacuous(runs: list[SimStats]) -> None:
         "transfers_requested",
         "snapshots_taken",
         "snapshots_installed",
+        "early_commits",
     ):
         assert totals[counter] > 0, f"no {counter} in seeds {runs[0].seed}..{runs[-1].seed}"
     assert totals["leaders_elected"] > len(runs), "hardly any leader changes"

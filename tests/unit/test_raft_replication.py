@@ -55,6 +55,81 @@ def test_leader_sends_appends_before_its_own_fsync_but_counts_itself_only_after(
     assert core.commit == 2
 
 
+def test_a_leaders_fsync_told_early_counts_at_once_and_commits_with_the_next_ack() -> None:
+    """``persisted``: the disk worker says the entries are durable before the loop can
+    ``advance``. A follower's ack arriving in between now commits the write on the spot,
+    ``take_committed`` hands it out once, and neither the next Ready nor ``advance``
+    repeats it."""
+    core, rd = leader_with_a_write_out(b"a")
+    (entry,) = rd.entries
+    core.persisted(entry.index, entry.term)
+    assert core.commit == 1  # 1 of 3 durable: the leader's own copy alone commits nothing
+    assert core.take_committed() == []
+    core.step(AppendEntriesResponse(2, 1, entry.term, True, entry.index))
+    assert core.commit == entry.index  # leader + follower 2, while the Ready is still out
+    assert [e.data for e in core.take_committed()] == [b"a"]
+    assert core.applied == entry.index
+    assert core.take_committed() == []  # handed out once
+    core.advance(rd)  # repeats the durability claim harmlessly
+    assert core.commit == entry.index
+    nxt = core.ready() if core.has_ready() else None
+    assert nxt is None or not nxt.committed
+
+
+def test_an_early_durability_claim_for_a_replaced_entry_counts_for_nothing() -> None:
+    """Like ``advance``: the claim names the entry's term, and a log whose entry at that
+    index has another term (truncated and rewritten meanwhile) is not made stable."""
+    core, rd = leader_with_a_write_out(b"a")
+    (entry,) = rd.entries
+    core.persisted(entry.index, entry.term + 1)
+    core.step(AppendEntriesResponse(2, 1, entry.term, True, entry.index))
+    assert core.commit == 1
+    assert core.take_committed() == []
+    core.advance(rd)
+    assert core.commit == entry.index
+
+
+def test_a_leader_applies_only_what_is_on_its_own_disk_even_when_committed() -> None:
+    """Both followers' acks commit the entry before the leader's fsync ends (a majority
+    has it), but ``take_committed`` keeps it until the leader's own copy is durable:
+    the leader's state machine, and a snapshot of it, never run ahead of its log."""
+    core, rd = leader_with_a_write_out(b"a")
+    (entry,) = rd.entries
+    for follower in (2, 3):
+        core.step(AppendEntriesResponse(follower, 1, entry.term, True, entry.index))
+    assert core.commit == entry.index
+    assert core.take_committed() == []
+    core.persisted(entry.index, entry.term)
+    assert [e.data for e in core.take_committed()] == [b"a"]
+
+
+def test_take_committed_is_only_for_a_leader_with_a_ready_out() -> None:
+    """No Ready out: what is committed comes in the next Ready, as always. A follower's
+    committed entries always wait for ``advance`` (its apply follows its own ack)."""
+    c = Cluster(3)
+    c.elect(1)
+    leader = c.core(1)
+    leader.propose(b"x")
+    assert leader.take_committed() == []  # nothing out
+    c.pump(1)
+    c.deliver()
+    follower = c.core(2)
+    follower.step(
+        AppendEntries(
+            1,
+            2,
+            leader.term,
+            leader.log.last_index,
+            leader.term,
+            [Entry(leader.term, leader.log.last_index + 1, b"y")],
+            leader.commit,
+        )
+    )
+    rd = follower.ready()
+    assert rd.entries and follower.take_committed() == []
+    follower.advance(rd)
+
+
 def test_proposals_made_while_a_write_is_persisted_share_the_next_one() -> None:
     """Group commit: what arrives while a Ready's entries are on their way to disk goes
     out in the next Ready, all in one append (one fsync), not one Ready each. And a second

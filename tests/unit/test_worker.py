@@ -66,3 +66,30 @@ async def test_a_cancelled_waiter_still_waits_for_its_job() -> None:
         assert done.is_set(), "the waiter gave up before its job ended"
     finally:
         worker.close()
+
+
+async def test_then_runs_on_the_loop_before_the_waiter_wakes() -> None:
+    """``then`` is how the leader counts its own fsync without waiting for the Ready loop:
+    it must run on the loop's thread, once the result is there, before the waiting task
+    resumes; and a failing ``then`` must not cost the waiter its result."""
+    worker = Worker("test-worker")
+    try:
+        loop_thread = threading.get_ident()
+        events: list[str] = []
+
+        def then() -> None:
+            assert threading.get_ident() == loop_thread
+            events.append("then")
+
+        pending = worker.submit(lambda: events.append("job") or 7, then=then)
+        result = await worker.wait(pending)
+        events.append("waiter")
+        assert (result, events) == (7, ["job", "then", "waiter"])
+
+        def broken_then() -> None:
+            raise RuntimeError("callback bug")
+
+        assert await worker.wait(worker.submit(lambda: "kept", then=broken_then)) == "kept"
+        assert await worker.run(lambda: "still working") == "still working"
+    finally:
+        worker.close()
