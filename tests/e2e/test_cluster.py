@@ -18,7 +18,10 @@ MakeCluster = Callable[..., LocalCluster]
 
 
 def wait_converged(cluster: LocalCluster, timeout: float = 20.0) -> dict[int, dict]:
-    """Wait until every running node applied the same index; return their digests."""
+    """Wait until every running node applied the same index; return their digests.
+
+    A node still applying a long statement answers its digest only when done (the digest
+    waits for the apply): a digest that times out means "not yet", not a failure."""
     deadline = time.monotonic() + timeout
     digests: dict[int, dict] = {}
     while time.monotonic() < deadline:
@@ -26,8 +29,13 @@ def wait_converged(cluster: LocalCluster, timeout: float = 20.0) -> dict[int, di
         for i in sorted(cluster.ports):
             if cluster.is_running(i):
                 with Client([cluster.address(i)], timeout=2) as c:
-                    digests[i] = c.digest()
-        if len({d["applied"] for d in digests.values()}) == 1:
+                    try:
+                        digests[i] = c.digest()
+                    except errors.RequestTimeout:
+                        digests[i] = {"applied": None, "busy": True}
+        if len({d["applied"] for d in digests.values()}) == 1 and not any(
+            d.get("busy") for d in digests.values()
+        ):
             return digests
         time.sleep(0.1)
     raise AssertionError(f"nodes did not converge: {digests}")
