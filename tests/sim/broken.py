@@ -13,7 +13,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from raftsql.raft import RaftCore
+from raftsql.raft import RaftCore, Role
 
 from .simulator import Profile, ProfileFn, standard_profile
 
@@ -48,6 +48,19 @@ class ReadsBeforeNoopCommits(RaftCore):
 
     def _read_index_ready(self) -> bool:
         return True
+
+
+class ClaimsUnwrittenEntriesDurable(RaftCore):
+    """On an early durability claim (``persisted``), counts its whole log toward the
+    quorum, entries proposed after the Ready being written included: an entry commits
+    with fewer durable copies than a quorum, followers apply it, and a crash of the leader
+    lets it be overwritten (openraft #1802: a commit index advanced without a real
+    quorum). What the leader itself applies still waits for its disk."""
+
+    def persisted(self, index: int, term: int) -> None:
+        super().persisted(index, term)
+        if self.role is Role.LEADER and self.progress[self.id].maybe_update(self.log.last_index):
+            self._maybe_commit()
 
 
 # --- the fault mixes that open each bug's window -------------------------------------------
@@ -112,6 +125,18 @@ def vote_persist_profile(rng: random.Random) -> Profile:
     )
 
 
+def early_claim_profile(rng: random.Random) -> Profile:
+    """Leaders whose Readys stay out across ticks (so that writes are proposed meanwhile)
+    and who crash often, on 5 nodes (a quorum of 3 where one copy is imaginary)."""
+    return dataclasses.replace(
+        _churn(rng),
+        nodes=5,
+        leader_disk_lag=1.0,
+        crash=rng.choice((0.04, 0.08)),
+        downtime=(1, 10),
+    )
+
+
 def stale_read_profile(rng: random.Random) -> Profile:
     """Many reads while leaders crash and move: a new leader learns the commit index only
     with its no-op, so its first reads are the stale ones; heartbeats every third tick
@@ -151,6 +176,11 @@ BROKEN: dict[str, BrokenVariant] = {
     ),
     "vote-before-persist-two-leaders": BrokenVariant(
         VotesBeforePersisting, vote_persist_profile, ("election-safety",), check_votes=False
+    ),
+    "early-claim-without-disk": BrokenVariant(
+        ClaimsUnwrittenEntriesDurable,
+        early_claim_profile,
+        ("acked-write-lost", "state-machine-safety", "leader-completeness"),
     ),
     "read-before-noop": BrokenVariant(
         ReadsBeforeNoopCommits, stale_read_profile, ("linearizable-read",)
