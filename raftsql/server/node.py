@@ -314,14 +314,19 @@ class Node:
                 persisting = self._disk.submit(
                     self._persist_and_send, rd, then=self._commit_while_persisting
                 )
+                handed_over = False
                 try:
                     if early:
                         self._apply_committed(rd.committed)
+                    handed_over = True
                     if rd.entries and self.core.role is Role.LEADER:
                         self._speculate(rd.entries)
                 finally:
-                    self._early_commits = self.core.role is Role.LEADER and (
-                        early or not rd.committed
+                    # later commits may be applied at once only behind this Ready's own
+                    self._early_commits = (
+                        self.core.role is Role.LEADER
+                        and handed_over
+                        and (early or not rd.committed)
                     )
                     try:
                         left = await self._disk.wait(persisting)
