@@ -686,10 +686,10 @@ class Simulation:
             and self.rng.random() < self.profile.leader_disk_lag
         ):
             # like the server: entries committed before go to apply while the new ones
-            # are written, and the Ready stays out until the disk is done
+            # are written, and the Ready stays out until the disk is done (``advance``
+            # then counts them applied, as the server's does)
             for e in rd.committed:
                 self._apply(node, e)
-            rd.committed = []
             node.out, node.out_durable = rd, False
             self._observe(node)
             return
