@@ -386,11 +386,7 @@ class RaftCore:
             self.applied = max(self.applied, rd.committed[-1].index)
         if rd.entries:
             last = rd.entries[-1]
-            self.log.stable_to(last.index, last.term)
-            if self.role is Role.LEADER:
-                me = self.progress[self.id]
-                if me.maybe_update(self.log.stable):
-                    self._maybe_commit()
+            self.persisted(last.index, last.term)
 
     def persisted(self, index: int, term: int) -> None:
         """The caller's entries up to ``index`` (of ``term``) are durable, said while
@@ -402,7 +398,8 @@ class RaftCore:
         Told at once, a leader counts its own copy toward the quorum then and there, and
         what that commits can be taken with :meth:`take_committed`. The claim is checked
         like ``advance``'s (``RaftLog.stable_to``): if the log was truncated meanwhile it
-        counts for nothing. ``advance`` later repeats it harmlessly."""
+        counts for nothing. ``advance`` makes the same claim for the Ready's last entry, a
+        no-op if it was already made."""
         self.log.stable_to(index, term)
         if self.role is Role.LEADER:
             me = self.progress[self.id]

@@ -259,8 +259,8 @@ class Node:
                 self._send(rd.messages)
                 self._handle_commit(rd)
                 self._finish_ready(rd)
-            elif self._early_commits:
-                self._commit_while_persisting()
+            else:
+                self._commit_while_persisting()  # a no-op unless a Ready is out for its fsync
         if self.core.has_ready():
             self._kick()
 

@@ -25,17 +25,15 @@ def wait_converged(cluster: LocalCluster, timeout: float = 20.0) -> dict[int, di
     deadline = time.monotonic() + timeout
     digests: dict[int, dict] = {}
     while time.monotonic() < deadline:
-        digests = {}
+        digests, busy = {}, False
         for i in sorted(cluster.ports):
             if cluster.is_running(i):
                 with Client([cluster.address(i)], timeout=2) as c:
                     try:
                         digests[i] = c.digest()
                     except errors.RequestTimeout:
-                        digests[i] = {"applied": None, "busy": True}
-        if len({d["applied"] for d in digests.values()}) == 1 and not any(
-            d.get("busy") for d in digests.values()
-        ):
+                        busy = True
+        if not busy and len({d["applied"] for d in digests.values()}) == 1:
             return digests
         time.sleep(0.1)
     raise AssertionError(f"nodes did not converge: {digests}")
