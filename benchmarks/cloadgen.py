@@ -64,8 +64,11 @@ def closed_loop_c(
     duration: float,
     warmup: float = 0.5,
     probe: Callable[[], Any] | None = None,
+    depth: int = 1,
 ) -> LoadResult:
-    """Drive ``clients`` connections with ``cload`` for ``warmup + duration`` seconds.
+    """Drive ``clients`` connections with ``cload`` for ``warmup + duration`` seconds,
+    ``depth`` requests in flight on each (1: one caller per connection, waiting for each
+    answer; more: an asynchronous caller that keeps that many outstanding).
 
     ``workload`` holds cload's flags: ``workload`` (insert_param, insert_literal, txn10,
     read), ``insert_sql``, ``read_sql``, ``payload``, ``keys``, ``consistency``.
@@ -81,6 +84,7 @@ def closed_loop_c(
     }
     with tempfile.NamedTemporaryFile(prefix="cload-latencies-") as lat:
         args = [str(binary), "-c", str(clients), "-d", str(duration), "-w", str(warmup)]
+        args += ["-D", str(depth)]
         args += ["-o", lat.name]
         for host, port in addresses:
             args += ["-a", f"{host}:{port}"]
@@ -116,4 +120,5 @@ def closed_loop_c(
         samples,
         summary["cpu_s"],
         probes,
+        summary["errors_outside"],
     )

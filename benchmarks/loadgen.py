@@ -36,6 +36,9 @@ class LoadResult:
     loadgen_cpu_s: float = 0.0
     probes: list[Any] = field(default_factory=list)
     """What ``probe`` returned when the measured window opened and when it closed."""
+    errors_outside: int | None = None
+    """Error answers to requests sent in the warmup (not in ``errors``): the C driver
+    counts them (a request that failed there left no row); None if not counted."""
 
 
 @dataclass

@@ -322,6 +322,11 @@ def peer_bars(results: Results) -> list[tuple[str, float, str]]:
         results.best(RAFTSQL, "insert_param"),
         "tab:blue",
     )
+    add(
+        "raftsql insert_pipelined\n({c:,} callers in flight, fsync on)",
+        results.best(RAFTSQL, "insert_pipelined"),
+        "tab:blue",
+    )
     add("etcd put, 1 client", results.point(ETCD, "put", 1), "dimgray")
     add("etcd put, best ({c} clients)", results.best(ETCD, "put"), "dimgray")
     for workload in ("set_sync_single", "set_async_10k_inflight"):
@@ -575,6 +580,8 @@ def target_rows(r: Results) -> list[Row]:
     where = f" ({best['clients']} clients)" if best else ""
     pso_single = r.point(PYSYNCOBJ, "set_sync_single", 1)
     pso_async = r.best(PYSYNCOBJ, "set_async_10k_inflight")
+    pipelined = r.best(RAFTSQL, "insert_pipelined")
+    pipelined_callers = f"{pipelined['clients']:,}" if pipelined else "~10,000"
     etcd_range = r.point(ETCD, "range_linearizable", 64)
     specs: list[tuple[str, Point | None, Point | None, str, Target | None]] = [
         *(
@@ -597,6 +604,14 @@ def target_rows(r: Results) -> list[Row]:
         (
             f"best writes/s: insert_param{where} vs PySyncObj set_async_10k_inflight",
             best,
+            pso_async,
+            "ops_per_s",
+            None,
+        ),
+        (
+            f"writes/s, {pipelined_callers} callers in flight: insert_pipelined vs PySyncObj "
+            "set_async_10k_inflight",
+            pipelined,
             pso_async,
             "ops_per_s",
             None,

@@ -10,7 +10,10 @@ Workloads (each at 1, 4, 16, 64 and 256 closed-loop clients):
 - ``txn10``: ten parameterized INSERTs in one atomic request;
 - ``read_leader`` / ``read_followers``: point SELECT by primary key, linearizable
   (ReadIndex), sent to the leader / spread over the two followers;
-- ``read_stale_followers``: the same SELECT served locally by the followers, for contrast.
+- ``read_stale_followers``: the same SELECT served locally by the followers, for contrast;
+- ``insert_pipelined`` (C driver only, one point): ``insert_param`` from 9,600 callers, 150
+  on each of 64 connections, each caller its own session with one write in flight, the
+  way PySyncObj's peak is measured (10,000 calls in flight from one process).
 
 The requests are sent by the C load generator (``cloadgen.py``; etcd's driver, wrk, is C
 too) unless ``--driver python`` or no C compiler: then by ``loadgen.py``. Each point
@@ -92,6 +95,12 @@ WORKLOADS: dict[str, tuple[str, Callable[[int], RequestMaker]]] = {
 }
 
 
+PIPELINED = "insert_pipelined"
+PIPELINE_SHAPE = (64, 150)
+"""Connections and callers per connection of ``insert_pipelined`` (9,600 in flight, under
+``NodeConfig.max_pending_writes``)."""
+QUICK_PIPELINE_SHAPE = (4, 20)
+
 C_WORKLOADS: dict[str, dict[str, str]] = {
     "insert_param": {"workload": "insert_param"},
     "insert_literal": {"workload": "insert_literal"},
@@ -99,6 +108,7 @@ C_WORKLOADS: dict[str, dict[str, str]] = {
     "read_leader": {"workload": "read", "consistency": "linearizable"},
     "read_followers": {"workload": "read", "consistency": "linearizable"},
     "read_stale_followers": {"workload": "read", "consistency": "stale"},
+    PIPELINED: {"workload": "insert_param"},
 }
 """The same workloads for the C driver: what to send is built in cload.c from these."""
 
@@ -130,10 +140,16 @@ def drive(
     clients: int,
     seconds: float,
     probe: Callable[[], Any] | None = None,
+    depth: int = 1,
 ) -> LoadResult:
-    """One closed-loop point of workload ``name`` with the chosen driver."""
+    """One closed-loop point of workload ``name`` with the chosen driver (``depth``
+    callers on each of ``clients`` connections: the C driver only)."""
     if driver == "c":
-        return closed_loop_c(addresses, clients, c_workload(name), seconds, probe=probe)
+        return closed_loop_c(
+            addresses, clients, c_workload(name), seconds, probe=probe, depth=depth
+        )
+    if depth != 1:
+        raise ValueError("only the C driver keeps several callers on one connection")
     return closed_loop(addresses, clients, WORKLOADS[name][1](clients), seconds, probe=probe)
 
 
@@ -191,7 +207,10 @@ def run(
     driver = choose_driver(driver)
     levels = clients or (common.QUICK_CLIENTS if quick else common.CLIENTS)
     seconds = duration or (1.0 if quick else 5.0)
-    chosen = workloads or list(WORKLOADS)
+    chosen = workloads or [*WORKLOADS, *([PIPELINED] if driver == "c" else [])]
+    if PIPELINED in chosen and driver != "c":
+        common.progress(f"{PIPELINED} needs the C driver: skipped")
+        chosen = [w for w in chosen if w != PIPELINED]
     points = []
     with (
         tempfile.TemporaryDirectory(prefix="raftsql-bench-") as tmp,
@@ -199,17 +218,24 @@ def run(
     ):
         _prepare(cluster)
         for name in chosen:
-            where = WORKLOADS[name][0]
-            for n in levels:
+            where = "leader" if name == PIPELINED else WORKLOADS[name][0]
+            shapes = (
+                [QUICK_PIPELINE_SHAPE if quick else PIPELINE_SHAPE]
+                if name == PIPELINED
+                else [(n, 1) for n in levels]
+            )
+            for connections, depth in shapes:
+                n = connections * depth
                 leader = cluster.wait_for_leader()
                 pids = dict(cluster.pids)
                 result = drive(
                     driver,
                     name,
                     _targets(cluster, where),
-                    n,
+                    connections,
                     seconds,
                     probe=lambda pids=pids: {i: proc_stats.sample(pid) for i, pid in pids.items()},
+                    depth=depth,
                 )
                 cost = _node_cost(result.probes, leader, result.ops)
                 p = common.point(
@@ -222,6 +248,7 @@ def run(
                     errors=result.errors,
                     loadgen_cpu_s=round(result.loadgen_cpu_s, 3),
                     driver=driver,
+                    **({"connections": connections, "depth": depth} if depth > 1 else {}),
                     **({"node_cost_per_op": cost} if cost else {}),
                 )
                 common.progress(common.describe(p) + _describe_cost(cost))
@@ -238,7 +265,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--clients", help="comma-separated, e.g. 1,16,64")
     p.add_argument("--duration", type=float, help="seconds per point")
-    p.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    p.add_argument(
+        "--workloads", help=f"comma-separated subset of {','.join([*WORKLOADS, PIPELINED])}"
+    )
     p.add_argument(
         "--driver",
         choices=["c", "python", "c-only"],

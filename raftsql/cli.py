@@ -27,6 +27,7 @@ def _peers(text: str) -> dict[int, tuple[str, int]]:
 def cmd_node(args: argparse.Namespace) -> int:
     import trio
 
+    from raftsql.server import gcpolicy
     from raftsql.server.config import NodeConfig
     from raftsql.server.node import serve_node
 
@@ -47,6 +48,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         snapshot_every=args.snapshot_every,
         snapshot_retain=args.snapshot_retain,
     )
+    gcpolicy.settle()
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve_node, config)
     return 0

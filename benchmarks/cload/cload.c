@@ -14,9 +14,19 @@
  * Usage (benchmarks/cloadgen.py builds and runs it):
  *   cload -a HOST:PORT [-a ...] -c CLIENTS -d SECONDS -w WARMUP -W WORKLOAD
  *         -i INSERT_SQL -r READ_SQL -p PAYLOAD -k KEYS -C CONSISTENCY -o LATENCY_FILE
+ *         [-D DEPTH]
  * WORKLOAD: insert_param | insert_literal | txn10 | read.
+ * DEPTH: callers per connection (default 1), CLIENTS * DEPTH in all. Each caller has its
+ * own session and one request in flight, and sends its next request when its answer
+ * arrives, as asynchronous callers sharing a connection do (PySyncObj's peak is measured
+ * with 10,000 calls in flight). A request's id names its caller (id = seq << 20 | caller),
+ * so answers may come back in any order (an error is answered at once). A caller whose
+ * request failed waits RETRY_PAUSE before its next one, as the client library does (it
+ * retries an overloaded write after 10 ms, then longer): callers that resend a refused
+ * request at once would measure a storm of refusals, not the database.
  * Prints "start <monotonic seconds>" when the first requests leave, then one JSON line:
- * ops, errors, seconds, cpu_s, error_samples (answers as hex CBOR). Latencies (seconds,
+ * ops, errors, errors_outside (error answers to requests sent in the warmup, which are
+ * not counted otherwise), seconds, cpu_s, error_samples (answers as hex CBOR). Latencies (seconds,
  * float64, native byte order) of the ops counted go to LATENCY_FILE.
  */
 #define _GNU_SOURCE
@@ -138,8 +148,23 @@ static const unsigned char *skip(const unsigned char *p, const unsigned char *en
     }
 }
 
-/* 1 if the answer is a map whose "ok" is true, 0 if not, -1 if it is not one CBOR item. */
-static int answer_ok(const unsigned char *p, const unsigned char *end) {
+/* An unsigned CBOR integer at p, or -1 if p holds something else. */
+static int64_t uint_at(const unsigned char *p, const unsigned char *end) {
+    if (p >= end || *p >> 5 != 0) return -1;
+    int ai = *p & 31;
+    if (ai < 24) return ai;
+    if (ai > 27) return -1;
+    int n = 1 << (ai - 24);
+    if (end - p - 1 < n) return -1;
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v << 8 | p[1 + i];
+    return v > INT64_MAX ? -1 : (int64_t)v;
+}
+
+/* Whether the answer is a map whose "ok" is true (1), not (0), or not one CBOR item (-1);
+   its "id" goes to *id (-1 if it has none). */
+static int answer_ok(const unsigned char *p, const unsigned char *end, int64_t *id) {
+    *id = -1;
     if (skip(p, end, 0) != end) return -1;
     if (*p >> 5 != 5) return 0;
     uint64_t pairs = *p & 31;
@@ -150,19 +175,32 @@ static int answer_ok(const unsigned char *p, const unsigned char *end) {
         p += n;
     }
     p++;
+    int ok = 0;
     for (uint64_t i = 0; i < pairs; i++) {
         const unsigned char *value = skip(p, end, 1);
-        if (p[0] == 0x62 && p[1] == 'o' && p[2] == 'k') return value[0] == 0xf5;
+        if (p[0] == 0x62 && p[1] == 'o' && p[2] == 'k') ok = value[0] == 0xf5;
+        if (p[0] == 0x62 && p[1] == 'i' && p[2] == 'd') *id = uint_at(value, end);
         p = skip(value, end, 1);
     }
-    return 0;
+    return ok;
 }
 
+#define CALLER_BITS 20
+#define RETRY_PAUSE 0.01
+
+/* Callers waiting out RETRY_PAUSE, in the order they failed (so by when they resume). */
 typedef struct {
-    int fd, index, writing, done;
-    uint64_t number;
-    double sent_at;
-    unsigned char session[16];
+    struct conn *conn;
+    uint32_t caller;
+    double resume_at;
+} paused_t;
+
+typedef struct conn {
+    int fd, index, writing;
+    uint64_t number;  /* requests sent on this connection: the row's n */
+    double *sent_at;  /* per caller: when its request in flight left (< 0: none) */
+    uint64_t *seq;    /* per caller: its session's last seq */
+    unsigned char session[16]; /* caller k's session: this one with k in its last bytes */
     buf_t in, out;
     size_t out_off;
 } conn_t;
@@ -185,9 +223,11 @@ static uint64_t next_random(void) { /* xorshift64 */
     return cfg.rng;
 }
 
+static uint32_t building; /* the caller whose request build_request makes */
+
 /* The same requests as benchmarks/raftsql_load.py makes (see its WORKLOADS). */
 static void build_request(conn_t *c, buf_t *b) {
-    uint64_t i = (uint64_t)c->index, n = c->number;
+    uint64_t i = (uint64_t)c->index, n = c->number, seq = c->seq[building];
     int txn = strcmp(cfg.workload, "txn10") == 0;
     if (strcmp(cfg.workload, "read") == 0) {
         head(b, 5, 5);
@@ -214,18 +254,22 @@ static void build_request(conn_t *c, buf_t *b) {
             }
         }
         if (txn) { text(b, "atomic"); boolean(b, 1); }
-        text(b, "session"); bytes(b, c->session, sizeof c->session);
-        text(b, "seq"); head(b, 0, n);
+        unsigned char session[sizeof c->session];
+        memcpy(session, c->session, sizeof session);
+        for (int k = 0; k < 4; k++) session[sizeof session - 1 - k] ^= (unsigned char)(building >> (8 * k));
+        text(b, "session"); bytes(b, session, sizeof session);
+        text(b, "seq"); head(b, 0, seq);
     }
-    text(b, "id"); head(b, 0, c->number);
+    text(b, "id"); head(b, 0, seq << CALLER_BITS | building);
 }
 
+/* Append one frame to the connection's output (sent by the next flush). */
 static void frame(conn_t *c, void (*body)(conn_t *, buf_t *)) {
     buf_t item = {0};
     body(c, &item);
     unsigned char len[4] = {(unsigned char)(item.len >> 24), (unsigned char)(item.len >> 16),
                             (unsigned char)(item.len >> 8), (unsigned char)item.len};
-    c->out.len = c->out_off = 0;
+    if (c->out_off == c->out.len) c->out.len = c->out_off = 0;
     put(&c->out, len, 4);
     put(&c->out, item.p, item.len);
     free(item.p);
@@ -254,11 +298,14 @@ static void flush(int ep, conn_t *c) {
     }
 }
 
-static void send_next(int ep, conn_t *c) {
+/* Queue caller k's next request (its seq and the row's n start at 1); the caller of this
+   function flushes. */
+static void queue_next(conn_t *c, uint32_t k, double t) {
     c->number++;
+    c->seq[k]++;
+    building = k;
     frame(c, build_request);
-    c->sent_at = now();
-    flush(ep, c);
+    c->sent_at[k] = t;
 }
 
 static int connect_to(const char *spec) {
@@ -285,9 +332,9 @@ static int connect_to(const char *spec) {
 
 int main(int argc, char **argv) {
     const char *addrs[MAX_ADDRS], *latency_path = NULL;
-    int naddrs = 0, clients = 1, opt;
+    int naddrs = 0, clients = 1, depth = 1, opt;
     double duration = 5, warmup = 0.5;
-    while ((opt = getopt(argc, argv, "a:c:d:w:W:i:r:p:k:C:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "a:c:d:w:W:i:r:p:k:C:o:D:")) != -1) {
         switch (opt) {
             case 'a': if (naddrs < MAX_ADDRS) addrs[naddrs++] = optarg; break;
             case 'c': clients = atoi(optarg); break;
@@ -300,11 +347,13 @@ int main(int argc, char **argv) {
             case 'k': cfg.keys = strtoull(optarg, NULL, 10); break;
             case 'C': cfg.consistency = optarg; break;
             case 'o': latency_path = optarg; break;
+            case 'D': depth = atoi(optarg); break;
             default: fprintf(stderr, "cload: see the comment at the top of cload.c\n"); return 2;
         }
     }
-    if (!naddrs || clients < 1 || !latency_path || cfg.keys == 0) {
-        fprintf(stderr, "cload: -a, -c >= 1, -k >= 1 and -o are required\n");
+    if (!naddrs || clients < 1 || depth < 1 || depth > 1 << CALLER_BITS || !latency_path ||
+        cfg.keys == 0) {
+        fprintf(stderr, "cload: -a, -c >= 1, -k >= 1 and -o are required; 1 <= -D <= 2^20\n");
         return 2;
     }
     FILE *lat = fopen(latency_path, "wb");
@@ -317,10 +366,15 @@ int main(int argc, char **argv) {
     for (int i = 0; i < clients; i++) {
         conn_t *c = &conns[i];
         c->index = i;
+        c->sent_at = malloc((size_t)depth * sizeof *c->sent_at);
+        c->seq = calloc((size_t)depth, sizeof *c->seq);
+        if (!c->sent_at || !c->seq) die("calloc");
+        for (int k = 0; k < depth; k++) c->sent_at[k] = -1;
         c->fd = connect_to(addrs[i % naddrs]);
         if (read(urandom, c->session, sizeof c->session) != sizeof c->session) die("urandom");
         frame(c, hello);
         if (send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL) != (ssize_t)c->out.len) die("hello");
+        c->out.len = 0;
         fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
@@ -328,16 +382,39 @@ int main(int argc, char **argv) {
     double start = now(), measure_from = start + warmup, stop_at = measure_from + duration;
     printf("start %.9f\n", start);
     fflush(stdout);
-    for (int i = 0; i < clients; i++) send_next(ep, &conns[i]);
-    long ops = 0, errors = 0;
-    int inflight = clients, nsamples = 0;
+    long inflight = (long)clients * depth;
+    /* at most one entry per caller: a ring of all of them */
+    uint64_t paused_cap = (uint64_t)clients * (uint64_t)depth, paused_head = 0, paused_tail = 0;
+    paused_t *paused = malloc(paused_cap * sizeof *paused);
+    if (!paused) die("malloc");
+    for (int i = 0; i < clients; i++) {
+        for (int k = 0; k < depth; k++) queue_next(&conns[i], (uint32_t)k, now());
+        flush(ep, &conns[i]);
+    }
+    long ops = 0, errors = 0, errors_outside = 0;
+    int nsamples = 0;
     char *samples[MAX_SAMPLES];
     struct epoll_event events[256];
     while (inflight) {
-        int n = epoll_wait(ep, events, 256, 1000);
+        int timeout_ms = 1000;
+        if (paused_head < paused_tail) {
+            double wait = paused[paused_head % paused_cap].resume_at - now();
+            timeout_ms = wait <= 0 ? 0 : (int)(wait * 1000) + 1;
+        }
+        int n = epoll_wait(ep, events, 256, timeout_ms);
         if (n < 0 && errno != EINTR) die("epoll_wait");
+        for (double t = now(); paused_head < paused_tail; paused_head++) {
+            paused_t *w = &paused[paused_head % paused_cap];
+            if (w->resume_at > t) break;
+            if (t < stop_at) {
+                queue_next(w->conn, w->caller, t);
+                flush(ep, w->conn);
+            } else {
+                inflight--;
+            }
+        }
         if (now() > stop_at + 30) {
-            fprintf(stderr, "cload: %d requests unanswered 30 s after the end\n", inflight);
+            fprintf(stderr, "cload: %ld requests unanswered 30 s after the end\n", inflight);
             return 3;
         }
         for (int e = 0; e < n; e++) {
@@ -365,10 +442,23 @@ int main(int argc, char **argv) {
                     break;
                 }
                 double t = now();
-                if (c->sent_at >= measure_from) {
-                    int ok = answer_ok(f + 4, f + 4 + len);
+                int64_t id;
+                int ok = answer_ok(f + 4, f + 4 + len, &id);
+                uint32_t k = (uint32_t)((uint64_t)id & ((1u << CALLER_BITS) - 1));
+                if (id < 0 || k >= (uint32_t)depth || c->sent_at[k] < 0 ||
+                    (uint64_t)id >> CALLER_BITS != c->seq[k]) {
+                    fprintf(stderr, "cload: an answer to no request in flight (id %lld) on connection %d\n",
+                            (long long)id, c->index);
+                    return 3;
+                }
+                double sent_at = c->sent_at[k];
+                c->sent_at[k] = -1;
+                inflight--;
+                if (sent_at < measure_from) { /* the warmup: not counted, but errors noted */
+                    errors_outside += ok != 1;
+                } else {
                     if (ok == 1) {
-                        double latency = t - c->sent_at;
+                        double latency = t - sent_at;
                         fwrite(&latency, sizeof latency, 1, lat);
                         ops++;
                     } else {
@@ -381,15 +471,17 @@ int main(int argc, char **argv) {
                     }
                 }
                 used += 4 + (size_t)len;
-                if (t < stop_at) {
-                    send_next(ep, c);
-                } else if (!c->done) {
-                    c->done = 1;
-                    inflight--;
+                if (t < stop_at && ok == 1) {
+                    queue_next(c, k, t);
+                    inflight++;
+                } else if (t < stop_at) { /* in flight until it resumes (or the run ends) */
+                    paused[paused_tail++ % paused_cap] = (paused_t){c, k, t + RETRY_PAUSE};
+                    inflight++;
                 }
             }
             memmove(c->in.p, c->in.p + used, c->in.len - used);
             c->in.len -= used;
+            flush(ep, c); /* the next requests of every caller answered in this read */
         }
     }
     double end = now();
@@ -398,8 +490,9 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                  (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-    printf("{\"ops\": %ld, \"errors\": %ld, \"seconds\": %.6f, \"cpu_s\": %.6f, \"error_samples\": [",
-           ops, errors, (end < stop_at ? end : stop_at) - measure_from, cpu);
+    printf("{\"ops\": %ld, \"errors\": %ld, \"errors_outside\": %ld, \"seconds\": %.6f, "
+           "\"cpu_s\": %.6f, \"error_samples\": [",
+           ops, errors, errors_outside, (end < stop_at ? end : stop_at) - measure_from, cpu);
     for (int i = 0; i < nsamples; i++) printf("%s\"%s\"", i ? ", " : "", samples[i]);
     printf("]}\n");
     for (int i = 0; i < clients; i++) close(conns[i].fd);

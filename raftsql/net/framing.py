@@ -169,6 +169,12 @@ class FrameReader:
         self._eof = False
         self._full_read = False
 
+    @property
+    def pending(self) -> int:
+        """Frames decoded and not yet received: :meth:`receive` returns the next one
+        without waiting, and without yielding to other tasks."""
+        return len(self._ready)
+
     async def receive(self) -> Any:
         """The next frame; raises ``EOFError`` at a clean end of stream."""
         while not self._ready:

@@ -52,6 +52,11 @@ from raftsql.storage import open_storage, recover
 log = logging.getLogger("raftsql.node")
 
 
+_ANSWERS_PER_STEP = 128
+"""Writes answered per scheduler step after a batch applied in the disk worker (~25 us
+each: ~3 ms)."""
+
+
 @dataclass(eq=False)
 class _ReadSlot:
     """One query waiting for the read worker's next batch. ``on_done`` (if set) is called
@@ -70,7 +75,7 @@ class _ReadSlot:
     index: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class WriteWaiter:
     """A proposed write until it is applied (``result``: the encoded CommandResult) or
     fails (``error``). ``on_done`` (if set) is called in the event loop when it ends;
@@ -80,9 +85,26 @@ class WriteWaiter:
     deadline: float
     started: float
     on_done: Callable[[WriteWaiter], None] | None = None
-    done: trio.Event = field(default_factory=trio.Event)
     result: bytes | None = None
     error: errors.RaftsqlError | None = None
+    ended: bool = False
+    _event: trio.Event | None = None
+
+    @property
+    def done(self) -> trio.Event:
+        """Set when the write ends. Made on first use: the client connections' callback
+        path never needs one, and with thousands of writes in flight every object a write
+        keeps alive lengthens the garbage collector's full passes."""
+        if self._event is None:
+            self._event = trio.Event()
+            if self.ended:
+                self._event.set()
+        return self._event
+
+    def end(self) -> None:
+        self.ended = True
+        if self._event is not None:
+            self._event.set()
 
 
 class Node:
@@ -153,6 +175,8 @@ class Node:
         self._speculated_seconds = 0.0
         """Time spent speculating since the last apply (``_speculate``)."""
         self.listen_port: int | None = None
+        self.client_connections = 0
+        """Client connections open now (each is a task: see ``clients.serve_client``)."""
         self._forwarder: Forwarder | None = None
         self._nursery: trio.Nursery | None = None
         self.counters = {
@@ -487,7 +511,13 @@ class Node:
                 by_index = {
                     index: result for (index, _), result in zip(batch, results, strict=True)
                 }
-                self._finish_writes(entries, by_index)
+                # A batch here can hold thousands of writes (all that queued while the
+                # last one ran); answering them all in one step stopped the loop for
+                # ~0.2 s with 10,000 writes in flight. In order, a slice per step.
+                for start in range(0, len(entries), _ANSWERS_PER_STEP):
+                    if start:
+                        await trio.lowlevel.checkpoint()
+                    self._finish_writes(entries[start : start + _ANSWERS_PER_STEP], by_index)
                 self._after_apply()
         finally:
             self._applier_running = False
@@ -597,7 +627,7 @@ class Node:
         if waiter.error is None:
             self.counters["writes"] += 1
             self._latency["write"].append(time.monotonic() - waiter.started)
-        waiter.done.set()
+        waiter.end()
         if waiter.on_done is not None:
             try:
                 waiter.on_done(waiter)

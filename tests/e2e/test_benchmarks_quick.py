@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from benchmarks import common, plots, run_all
-from benchmarks.raftsql_load import WORKLOADS
+from benchmarks.raftsql_load import PIPELINED, QUICK_PIPELINE_SHAPE, WORKLOADS
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 220
@@ -90,6 +90,8 @@ def check_raftsql_workloads() -> None:
     assert load("raftsql_load")["driver"] == "c"
     measured = {(p["workload"], p["clients"]) for p in load("raftsql_load")["points"]}
     expected = {(w, c) for w in WORKLOADS for c in common.QUICK_CLIENTS}
+    connections, depth = QUICK_PIPELINE_SHAPE
+    expected.add((PIPELINED, connections * depth))  # callers sharing connections
     assert expected <= measured, f"raftsql_load is missing {sorted(expected - measured)}"
     for p in load("raftsql_load")["points"]:
         # every point says what each node spent on it: a leader always works, and a
@@ -129,6 +131,7 @@ def check_plots_and_summary(started: float) -> None:
     assert written_since(summary, started), f"{summary.name} was not written by this run"
     text = summary.read_text()
     assert "| writes/s at 1 client: insert_param vs etcd put |" in text
+    assert "| writes/s, 80 callers in flight: insert_pipelined vs PySyncObj" in text
     assert "failover: p99 first write" in text
     assert "## The etcd targets in paired bursts" in text
     assert "writes at 1 client: insert_param vs etcd put (2 pairs)" in text
