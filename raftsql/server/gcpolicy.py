@@ -24,6 +24,7 @@ longer used; the collector is only for cycles, which the node makes few of.
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 YOUNG_THRESHOLD = 20_000
 MIDDLE_THRESHOLD = 10
@@ -36,3 +37,13 @@ def settle() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
+
+
+def describe() -> dict[str, Any]:
+    """The process's collector as ``status`` shows it: thresholds, objects frozen, and
+    collections so far per generation (a full pass is the one that stops the loop)."""
+    return {
+        "thresholds": list(gc.get_threshold()),
+        "frozen": gc.get_freeze_count(),
+        "collections": [generation["collections"] for generation in gc.get_stats()],
+    }

@@ -40,6 +40,7 @@ from raftsql.net.errors import ProtocolError
 from raftsql.net.framing import FrameReader, encode_frame
 from raftsql.raft import Config, NotLeader, ProposalDropped, RaftCore, Ready, Role
 from raftsql.raft.messages import Entry, EntryKind, InstallSnapshot, Message, SnapshotMeta
+from raftsql.server import gcpolicy
 from raftsql.server.config import NodeConfig, format_address
 from raftsql.server.forward import Forwarder
 from raftsql.server.peers import PeerLink
@@ -1078,6 +1079,7 @@ class Node:
                 **self.counters,
                 **{f"speculations_{k}": v for k, v in self.machine.speculations.items()},
             },
+            "gc": gcpolicy.describe(),
         }
 
     def _since(self, peer: int | None) -> float | None:

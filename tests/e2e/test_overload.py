@@ -30,6 +30,7 @@ from raftsql.client import Client
 from raftsql.client import client as client_module
 from raftsql.cluster import LocalCluster
 from raftsql.net.framing import FrameDecoder, FrameReader, encode_frame
+from raftsql.server import gcpolicy
 from raftsql.server.node import Node
 from tests.e2e.in_process import three_nodes, wait_leader
 
@@ -256,6 +257,8 @@ def test_a_leader_keeps_its_leadership_under_thousands_of_pipelined_writes(
     )
     assert statuses[leader]["role"] == "leader" and statuses[leader]["term"] == term
     assert result.ops > 0
+    collector = statuses[leader]["gc"]  # the node process runs with gcpolicy.settle's
+    assert collector["thresholds"][0] == gcpolicy.YOUNG_THRESHOLD and collector["frozen"] > 0
     for sample in result.error_samples:
         assert "overloaded" in sample, sample
 
