@@ -43,7 +43,8 @@ def result_to_wire(r: StatementResult) -> dict[str, Any]:
 
 
 class _Replies:
-    """Sends answers on one connection, in the order they are ready.
+    """Sends answers on one connection, in the order they are ready. The answers to the
+    writes of one applied batch go out together, in one ``send`` per connection.
 
     An answer is first written straight to the (non-blocking) socket: almost always the
     kernel takes it whole, and the answer costs one ``send`` and no task switch (trio's
@@ -51,7 +52,11 @@ class _Replies:
     is queued, and one flusher task waits for the socket to drain it, in order.
     """
 
-    def __init__(self, stream: trio.SocketStream, nursery: trio.Nursery, max_frame: int) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, nursery: trio.Nursery, max_frame: int, node: Node
+    ) -> None:
+        self._node = node
+        self._held: list[bytes] = []
         self._stream = stream
         self._nursery = nursery
         self._max_frame = max_frame
@@ -68,7 +73,17 @@ class _Replies:
         except FrameTooLarge as exc:
             err = errors.ParameterError(f"the answer is too large to send: {exc}")
             frame = encode_frame({"id": message.get("id"), "ok": False, "error": err.to_wire()})
+        if self._node.answering_batch:  # sent with this connection's others of the batch
+            if not self._held:
+                self._node.after_batch.append(self._send_held)
+            self._held.append(frame)
+            return
         self.send(frame)
+
+    def _send_held(self) -> None:
+        data = b"".join(self._held)
+        self._held.clear()
+        self.send(data)
 
     def send(self, frame: bytes) -> None:
         if self.broken:
@@ -141,7 +156,7 @@ async def serve_client(node: Node, stream: trio.SocketStream, reader: FrameReade
     node.client_connections += 1
     try:
         async with trio.open_nursery() as nursery:
-            replies = _Replies(stream, nursery, node.config.max_frame)
+            replies = _Replies(stream, nursery, node.config.max_frame, node)
             step_ends = 0.0
             while not replies.broken:
                 waits = not reader.pending  # then the receive yields: a new step starts

@@ -140,6 +140,12 @@ class Node:
         }
         self._work = trio.Event()
         self._writes: dict[int, WriteWaiter] = {}
+        self._write_order: deque[tuple[int, WriteWaiter]] = deque()
+        """The writes of ``_writes`` in the order they were proposed (so by deadline), and
+        ended ones not yet dropped from the front: the oldest waiting write and the
+        expired ones are found at the front in O(1). (``next(iter(self._writes))`` is not
+        O(1): a dict emptied from the front skips every deleted slot; with 10,000 writes in
+        flight that and a scan of every write at each tick took ~13% of the leader.)"""
         self._machine_lock = trio.Lock()
         """Held while the writer connection is used outside the apply path (snapshots,
         digests) and while a snapshot is installed."""
@@ -178,6 +184,12 @@ class Node:
         self.listen_port: int | None = None
         self.client_connections = 0
         """Client connections open now (each is a task: see ``clients.serve_client``)."""
+        self.answering_batch = False
+        """True while a batch of applied writes is being answered: a connection may hold
+        its answers and send them together (one ``send`` for all of its writes in the
+        batch, ~10 us each saved with many in flight), registering how in ``after_batch``,
+        which runs at the batch's end."""
+        self.after_batch: list[Callable[[], None]] = []
         self._forwarder: Forwarder | None = None
         self._nursery: trio.Nursery | None = None
         self.counters = {
@@ -612,17 +624,27 @@ class Node:
         return {index: result for (index, _), result in zip(batch, results, strict=True)}
 
     def _finish_writes(self, entries: Sequence[Entry], by_index: dict[int, bytes | None]) -> None:
-        for e in entries:
-            waiter = self._writes.pop(e.index, None)
-            if waiter is None:
-                continue
-            if e.term != waiter.term:
-                waiter.error = _leadership_changed()
-            elif e.index not in by_index:  # applied before, from a snapshot
-                waiter.error = errors.NotLeaderError("state replaced by a snapshot; retry")
-            else:
-                waiter.result = by_index[e.index]
-            self._end_write(waiter)
+        self.answering_batch = True
+        try:
+            for e in entries:
+                waiter = self._writes.pop(e.index, None)
+                if waiter is None:
+                    continue
+                if e.term != waiter.term:
+                    waiter.error = _leadership_changed()
+                elif e.index not in by_index:  # applied before, from a snapshot
+                    waiter.error = errors.NotLeaderError("state replaced by a snapshot; retry")
+                else:
+                    waiter.result = by_index[e.index]
+                self._end_write(waiter)
+        finally:
+            self.answering_batch = False
+            flushes, self.after_batch = self.after_batch, []
+            for flush in flushes:
+                try:
+                    flush()
+                except Exception:
+                    log.exception("node %d: sending a batch's answers failed", self.config.id)
 
     def _end_write(self, waiter: WriteWaiter) -> None:
         if waiter.error is None:
@@ -639,9 +661,16 @@ class Node:
         """Fail the writes that waited longer than the request timeout (the ticker calls
         this): their client gets an answer even if this node lost its quorum."""
         now = time.monotonic()
-        expired = [i for i, w in self._writes.items() if w.deadline <= now]
-        for index in expired:
-            waiter = self._writes.pop(index)
+        order = self._write_order
+        while order:
+            index, waiter = order[0]
+            if self._writes.get(index) is not waiter:  # ended (answered) already
+                order.popleft()
+                continue
+            if waiter.deadline > now:
+                break
+            order.popleft()
+            del self._writes[index]
             if index <= self.core.commit:
                 why = (
                     "write committed but not applied within "
@@ -786,6 +815,7 @@ class Node:
             replaced.error = _leadership_changed()
             self._end_write(replaced)
         self._writes[index] = waiter
+        self._write_order.append((index, waiter))
         self._kick()
         return waiter
 
@@ -818,9 +848,8 @@ class Node:
             )
         if pending:
             # What the estimate cannot foresee (a burst of writes costlier than the ones
-            # measured, a lost quorum) shows as the oldest write's wait: the dict keeps
-            # the order writes were proposed in, so the first one is the oldest.
-            waited = time.monotonic() - next(iter(self._writes.values())).started
+            # measured, a lost quorum) shows as the oldest write's wait.
+            waited = time.monotonic() - self._oldest_write().started
             if waited > cfg.max_apply_backlog:
                 return (
                     f"the oldest of {pending} writes waiting on the leader has waited "
@@ -828,6 +857,13 @@ class Node:
                     "work queued, or no quorum)"
                 )
         return None
+
+    def _oldest_write(self) -> WriteWaiter:
+        """The longest-waiting write of ``_writes`` (which must not be empty)."""
+        order = self._write_order
+        while order and self._writes.get(order[0][0]) is not order[0][1]:
+            order.popleft()
+        return order[0][1] if order else next(iter(self._writes.values()))
 
     def _note_apply_cost(self, seconds: float, entries: int) -> None:
         """Fold one apply batch into the averages."""
