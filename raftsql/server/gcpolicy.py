@@ -8,10 +8,9 @@ elected a new leader in the middle of the load.
 
 Two settings, both for the node process only (a library user's process keeps its own):
 
-- everything alive once the node is set up (modules, sqlglot's dialect tables, the
-  parse cache's first entries: ~45,000 objects) is moved out of the collector's sight
-  with ``gc.freeze()``; it lives as long as the process, so scanning it again and again
-  finds nothing;
+- everything alive once the node's code is imported (modules, sqlglot's dialect tables:
+  ~45,000 objects) is moved out of the collector's sight with ``gc.freeze()``; it lives
+  as long as the process, so scanning it again and again finds nothing;
 - the youngest generation is collected after 20,000 allocations instead of 700, so that
   a write's short-lived objects (its request, its waiter, its answer) are mostly freed by
   reference counting before a collection can promote them, and the older generations fill,
@@ -32,8 +31,8 @@ OLD_THRESHOLD = 10
 
 
 def settle() -> None:
-    """Call once the node is set up, before it serves: collect what setting up left,
-    freeze the rest, and raise the youngest generation's threshold."""
+    """Call once, after the node's imports and before it runs: collect what importing
+    left, freeze the rest, and raise the youngest generation's threshold."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)

@@ -661,15 +661,8 @@ class Node:
         """Fail the writes that waited longer than the request timeout (the ticker calls
         this): their client gets an answer even if this node lost its quorum."""
         now = time.monotonic()
-        order = self._write_order
-        while order:
-            index, waiter = order[0]
-            if self._writes.get(index) is not waiter:  # ended (answered) already
-                order.popleft()
-                continue
-            if waiter.deadline > now:
-                break
-            order.popleft()
+        while (oldest := self._oldest_write()) is not None and oldest[1].deadline <= now:
+            index, waiter = self._write_order.popleft()
             del self._writes[index]
             if index <= self.core.commit:
                 why = (
@@ -849,7 +842,8 @@ class Node:
         if pending:
             # What the estimate cannot foresee (a burst of writes costlier than the ones
             # measured, a lost quorum) shows as the oldest write's wait.
-            waited = time.monotonic() - self._oldest_write().started
+            oldest = self._oldest_write()
+            waited = time.monotonic() - oldest[1].started if oldest else 0.0
             if waited > cfg.max_apply_backlog:
                 return (
                     f"the oldest of {pending} writes waiting on the leader has waited "
@@ -858,12 +852,13 @@ class Node:
                 )
         return None
 
-    def _oldest_write(self) -> WriteWaiter:
-        """The longest-waiting write of ``_writes`` (which must not be empty)."""
+    def _oldest_write(self) -> tuple[int, WriteWaiter] | None:
+        """(index, waiter) of the longest-waiting write, left at the front of
+        ``_write_order`` (the ended ones before it are dropped), or None."""
         order = self._write_order
         while order and self._writes.get(order[0][0]) is not order[0][1]:
             order.popleft()
-        return order[0][1] if order else next(iter(self._writes.values()))
+        return order[0] if order else None
 
     def _note_apply_cost(self, seconds: float, entries: int) -> None:
         """Fold one apply batch into the averages."""
