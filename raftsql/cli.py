@@ -47,6 +47,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         heartbeat_ticks=args.heartbeat_ticks,
         snapshot_every=args.snapshot_every,
         snapshot_retain=args.snapshot_retain,
+        quorum_first=args.quorum_first,
     )
     gcpolicy.settle()
     with contextlib.suppress(KeyboardInterrupt):
@@ -160,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--heartbeat-ticks", type=int, default=timing.HEARTBEAT_TICKS)
     node.add_argument("--snapshot-every", type=int, default=10_000)
     node.add_argument("--snapshot-retain", type=int, default=1_000)
+    node.add_argument(
+        "--quorum-first",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="send new entries at once only to the followers a quorum needs, the others "
+        "every tick (default; --no-quorum-first: to every follower at once)",
+    )
     node.add_argument("-v", "--verbose", action="store_true")
     node.set_defaults(func=cmd_node)
 

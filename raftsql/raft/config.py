@@ -16,6 +16,18 @@ class Config:
     flight per follower (hashicorp/raft found small windows enough; etcd defaults to 256).
     ``max_uncommitted_bytes`` bounds the leader's uncommitted tail so a lost quorum turns
     into backpressure rather than unbounded memory.
+
+    ``quorum_first``: the leader sends new entries at once only to the followers a quorum
+    needs (the most caught-up ones in REPLICATE: one of two, two of four); the others, the
+    spares, get them at the next tick, or at once when they ask for a read index or are
+    the target of a leadership transfer. Commitment still needs a majority on disk, and a
+    spare that overtakes a quorum follower (one that stopped answering) takes its place
+    at that tick. Why: when the nodes share a machine's cores and disk (the local
+    cluster), the spare's wake-up, append and fsync for every entry competed with the
+    leader and the quorum follower for the same cores and flushes, for an ack the commit
+    did not wait for: with it off, one writer measured 0.82x the writes a second. The cost:
+    a spare lags up to a tick, and if a quorum follower stops answering, a commit can wait
+    up to a tick for the spare.
     """
 
     id: int
@@ -28,6 +40,7 @@ class Config:
     max_inflight: int = 8
     max_uncommitted_bytes: int = 64 << 20
     snapshot_chunk_bytes: int = 1 << 20
+    quorum_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)

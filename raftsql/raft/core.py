@@ -128,6 +128,10 @@ class RaftCore:
         self._read_round_needed = False
         self.lead_transferee: int | None = None
         self._uncommitted_bytes = 0
+        self._flush_spares = False
+        """``quorum_first``: the next flush sends to the spare followers too (a tick)."""
+        self._flush_to: set[int] = set()
+        """``quorum_first``: spares the next flush sends to anyway (they asked to read)."""
 
     # === read-only views ===================================================================
 
@@ -479,6 +483,8 @@ class RaftCore:
         self.lead_transferee = None
         self._needs_flush = False
         self._uncommitted_bytes = 0
+        self._flush_spares = False
+        self._flush_to = set()
 
     def _campaign(self, transfer: bool) -> None:
         """Start an election: a PreVote round first unless PreVote is off or this is a
@@ -685,6 +691,11 @@ class RaftCore:
 
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
+        if self.config.quorum_first and any(
+            self.progress[v].next <= self.log.last_index for v in self._spares()
+        ):
+            self._flush_spares = True  # what the spares were not sent yet goes out now
+            self._needs_flush = True
         if self._election_elapsed >= self.config.election_ticks:
             self._election_elapsed = 0
             if self.config.check_quorum:
@@ -711,6 +722,11 @@ class RaftCore:
         if isinstance(m, ReadIndexRequest):
             if pr is not None:
                 self._register_read(_PendingRead(m.ctx, m.frm))
+                if self.config.quorum_first and pr.next <= self.log.last_index:
+                    # a spare serves the read only once it has the entries up to the read
+                    # index: send them now rather than at the next tick
+                    self._flush_to.add(m.frm)
+                    self._needs_flush = True
             return
         if pr is None:
             return
@@ -805,9 +821,28 @@ class RaftCore:
         if not self._needs_flush:
             return
         self._needs_flush = False
+        spares = self._spares() if self.config.quorum_first and not self._flush_spares else ()
+        self._flush_spares = False
         for v, pr in self.progress.items():
-            if v != self.id:
+            if v != self.id and (v not in spares or v in self._flush_to):
                 self._send_append(v, pr)
+        self._flush_to.clear()
+
+    def _spares(self) -> list[int]:
+        """``quorum_first``: the followers in REPLICATE beyond the most caught-up ones a
+        quorum needs (ties go to the lower id, so the choice holds still), less a
+        leadership transfer's target. Followers in PROBE or SNAPSHOT are never spares: they
+        are sent to as before."""
+        replicating = sorted(
+            (
+                v
+                for v, pr in self.progress.items()
+                if v != self.id and pr.state is ProgressState.REPLICATE
+            ),
+            key=lambda v: (-self.progress[v].match, v),
+        )
+        needed = len(self.voters) // 2  # followers that, with the leader, make a majority
+        return [v for v in replicating[needed:] if v != self.lead_transferee]
 
     def _send_append(self, peer: int, pr: Progress) -> None:
         if pr.state is ProgressState.SNAPSHOT:

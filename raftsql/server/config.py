@@ -62,6 +62,13 @@ class NodeConfig:
     when a read needs them: applying one entry per append cost each follower ~60-100 us
     of CPU right when the leader needs a core to commit and answer. A batch of 1 applies
     everything at once."""
+    quorum_first: bool = True
+    """Send new entries at once only to the followers a quorum needs; the others get
+    them every tick, or at once when they ask for a read index (``raft.Config``
+    says why: on one machine's shared cores and disk, 1.2x the writes a second at one
+    writer). Off (``raftsql node --no-quorum-first``): every follower at once, the commit
+    taking the fastest of their acks, for nodes on machines of their own whose acks
+    race each other."""
     max_pending_writes: int = 10_000
     max_apply_backlog: float = 2.0
     """Backpressure on the leader: a write is refused at once (``UnavailableError``,

@@ -47,15 +47,19 @@ async def test_the_log_is_compacted_behind_automatic_snapshots(tmp_path: Path) -
     async with three_nodes(tmp_path, snapshot_every=30, snapshot_retain=5) as nodes:
         leader = await wait_leader(nodes)
         await leader.write([("CREATE TABLE t (k INTEGER)", ())])
-        for k in range(100):
+        for k in range(150):
             await leader.write([("INSERT INTO t VALUES (?)", (k,))])
+        # (a spare follower, sent entries once a tick, applies them in batches that may
+        # cross two snapshot points at once: it takes fewer snapshots, later)
         with trio.fail_after(20):
             while not all(
-                n.status()["snapshot_index"] >= 60 and n.status()["first_index"] > 30 for n in nodes
+                n.status()["snapshot_index"] >= 60
+                and n.status()["first_index"] > 30
+                and n.status()["counters"]["snapshots_taken"] >= 2
+                for n in nodes
             ):
                 await trio.sleep(0.02)
         for n in nodes:
             st = n.status()
-            assert st["counters"]["snapshots_taken"] >= 2
             assert st["last_index"] - st["first_index"] < 60  # what is kept, not the history
-            assert (await n.read("SELECT count(*), sum(k) FROM t")).rows == [(100, 4950)]
+            assert (await n.read("SELECT count(*), sum(k) FROM t")).rows == [(150, 11175)]

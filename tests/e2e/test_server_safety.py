@@ -67,11 +67,16 @@ async def test_followers_acknowledge_only_what_their_log_has_fsynced(tmp_path: P
         await leader.write([("CREATE TABLE t (x INTEGER)", ())])
         for x in range(40):
             await leader.write([("INSERT INTO t VALUES (?)", (x,))])
+        last = leader.core.last_index
+        with trio.fail_after(10):  # the spare follower (quorum_first) acks at the next tick
+            while min(max(a.acked, default=0) for a in audits) < last:
+                await trio.sleep(0.01)
         for audit in audits:
             assert not audit.ahead, f"acks ahead of the disk (acked, synced): {audit.ahead}"
-        # the audit saw the acks that committed these writes (else it proves nothing)
-        assert max(max(a.acked, default=0) for a in audits) >= leader.core.commit - 1
-        assert all(len(a.acked) >= 20 for a in audits)
+        # the audit saw the acks that committed these writes (else it proves nothing): each
+        # write, sent after the last one was acknowledged, was committed by an ack of its
+        # own from one follower or the other (quorum_first: the spare acks once a batch)
+        assert sum(len(a.acked) for a in audits) >= 40
 
 
 async def test_a_late_read_index_answer_to_an_earlier_attempt_is_not_used(

@@ -80,6 +80,8 @@ class Profile:
     """Small values bound the backlog a leader builds while it cannot commit, so the
     liveness phase measures recovery rather than the time to drain a huge queue."""
     chunk_bytes: int = 1 << 20
+    quorum_first: bool = False
+    """The leader sends new entries at once only to the followers a quorum needs."""
     # network
     max_delay: int = 2
     drop: float = 0.0
@@ -161,6 +163,7 @@ def standard_profile(rng: random.Random) -> Profile:
         transfer=rng.choice((0.0, 0.005, 0.02)),
         compact=rng.choice((0.01, 0.03, 0.1)),
         retain=rng.choice((0, 2, 10)),
+        quorum_first=rng.random() < 0.5,  # drawn last: the draws above keep their seeds
     )
 
 
@@ -544,6 +547,7 @@ class Simulation:
                 max_inflight=p.max_inflight,
                 max_uncommitted_bytes=p.max_uncommitted_bytes,
                 snapshot_chunk_bytes=p.chunk_bytes,
+                quorum_first=p.quorum_first,
             )
             self.nodes[i] = SimNode(cfg, core_cls, seed)
         self.slow = {i: (p.slow[i - 1] if i - 1 < len(p.slow) else 0.0) for i in self.nodes}

@@ -1,0 +1,102 @@
+"""``Config.quorum_first``: new entries go at once only to the followers a quorum needs;
+the spares get them at the next tick, or at once when they ask to read or are to lead.
+
+Commitment is unchanged (a majority on disk); what these show is who is sent what and
+when, and that a spare never holds up a read, a transfer or a commit for long."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftsql.raft import Role
+from raftsql.raft.messages import AppendEntries
+from tests.unit.raft_harness import Cluster
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def settled(n: int, **config: object) -> Cluster:
+    """Node 1 leads ``n`` nodes, every follower has its no-op and knows it committed."""
+    c = Cluster(n, heartbeat_ticks=2, **config)  # type: ignore[arg-type]
+    c.elect(1)
+    c.tick_all(2)
+    assert all(c.core(i).commit == c.core(1).last_index for i in c.voters)
+    return c
+
+
+def appends_with_entries(c: Cluster) -> set[int]:
+    return {m.to for m in c.queue if isinstance(m, AppendEntries) and m.entries}
+
+
+@pytest.mark.parametrize(("n", "at_once"), [(3, {2}), (5, {2, 3})])
+def test_new_entries_go_at_once_only_to_the_followers_a_quorum_needs(
+    n: int, at_once: set[int]
+) -> None:
+    c = settled(n, quorum_first=True)
+    index = c.propose(1, b"a")
+    assert appends_with_entries(c) == at_once  # ties go to the lower ids
+    c.deliver()
+    assert c.core(1).commit == index  # committed by the leader and the quorum followers
+    spares = set(c.voters) - at_once - {1}
+    assert all(c.core(i).last_index < index for i in spares)
+    c.tick(1)  # not a heartbeat tick: the spares' catch-up alone
+    assert appends_with_entries(c) == spares
+    c.deliver()
+    assert all(c.core(i).last_index == index for i in c.voters)
+
+
+def test_without_it_every_follower_is_sent_new_entries_at_once() -> None:
+    c = settled(3, quorum_first=False)
+    c.propose(1, b"a")
+    assert appends_with_entries(c) == {2, 3}
+
+
+def test_an_idle_leader_has_nothing_to_do_on_a_tick_between_heartbeats() -> None:
+    """The spares' catch-up on each tick costs nothing when they are not behind."""
+    c = settled(3, quorum_first=True)
+    c.tick(1, 2)  # a heartbeat tick
+    c.deliver()
+    c.core(1).tick()
+    assert not c.core(1).has_ready()
+
+
+def test_a_spare_takes_the_place_of_a_quorum_follower_that_stopped_answering() -> None:
+    c = settled(3, quorum_first=True)
+    c.crash(2)
+    index = c.propose(1, b"a")
+    c.deliver()
+    assert c.core(1).commit < index  # its append went to node 2 alone, which is down
+    c.tick(1)  # the spare is sent what it lacks, acks, and the write commits
+    c.deliver()
+    assert c.core(1).commit == index
+    # node 3 is now ahead of node 2: the next write goes to it at once and commits
+    index = c.propose(1, b"b")
+    assert appends_with_entries(c) == {3}
+    c.deliver()
+    assert c.core(1).commit == index
+
+
+def test_a_spare_asking_for_a_read_index_is_sent_the_entries_with_it() -> None:
+    """Its read needs it to apply up to the read index: no waiting for the next tick."""
+    c = settled(3, quorum_first=True)
+    index = c.propose(1, b"a")
+    c.deliver()
+    assert c.core(3).last_index < index
+    c.core(3).read_index(b"ctx")
+    c.pump(3)
+    c.deliver()  # no tick anywhere
+    read = c.nodes[3].read_states
+    assert [(r.ctx, r.index) for r in read] == [(b"ctx", index)]
+    assert c.core(3).commit >= index and b"a" in c.nodes[3].applied_data
+
+
+def test_a_spare_that_is_to_lead_is_caught_up_at_once() -> None:
+    c = settled(3, quorum_first=True)
+    index = c.propose(1, b"a")
+    c.deliver()
+    assert c.core(3).last_index < index
+    c.core(1).transfer_leader(3)
+    c.pump(1)
+    c.deliver()  # no tick: caught up, told to campaign, elected
+    assert c.core(3).role is Role.LEADER
+    assert c.core(3).log.term_at(index) is not None
