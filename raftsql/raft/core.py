@@ -691,9 +691,7 @@ class RaftCore:
 
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
-        if self.config.quorum_first and any(
-            self.progress[v].next <= self.log.last_index for v in self._spares()
-        ):
+        if any(self.progress[v].next <= self.log.last_index for v in self.spares()):
             self._flush_spares = True  # what the spares were not sent yet goes out now
             self._needs_flush = True
         if self._election_elapsed >= self.config.election_ticks:
@@ -821,18 +819,20 @@ class RaftCore:
         if not self._needs_flush:
             return
         self._needs_flush = False
-        spares = self._spares() if self.config.quorum_first and not self._flush_spares else ()
+        spares = () if self._flush_spares else self.spares()
         self._flush_spares = False
         for v, pr in self.progress.items():
             if v != self.id and (v not in spares or v in self._flush_to):
                 self._send_append(v, pr)
         self._flush_to.clear()
 
-    def _spares(self) -> list[int]:
-        """``quorum_first``: the followers in REPLICATE beyond the most caught-up ones a
-        quorum needs (ties go to the lower id, so the choice holds still), less a
-        leadership transfer's target. Followers in PROBE or SNAPSHOT are never spares: they
-        are sent to as before."""
+    def spares(self) -> list[int]:
+        """On a ``quorum_first`` leader: the followers in REPLICATE beyond the most
+        caught-up ones a quorum needs (ties go to the lower id, so the choice holds
+        still), less a leadership transfer's target; none otherwise. Followers in PROBE or
+        SNAPSHOT are never spares: they are sent to as before."""
+        if not self.config.quorum_first or self.role is not Role.LEADER:
+            return []
         replicating = sorted(
             (
                 v

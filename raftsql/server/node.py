@@ -1080,6 +1080,7 @@ class Node:
         core = self.core
         progress = {}
         if core.role is Role.LEADER:
+            spares = core.spares()
             for pid, pr in core.progress.items():
                 if pid != core.id:
                     progress[str(pid)] = {
@@ -1089,6 +1090,7 @@ class Node:
                         "lag": core.last_index - pr.match,
                         "active": pr.recent_active,
                         "connected": self.links[pid].connected,
+                        "spare": pid in spares,
                         "last_ack": self._since(pid),
                     }
         return {
