@@ -146,6 +146,7 @@ def fake_status(
     snapshot_index: int = 0,
     uptime: float = 3723.0,
     match: dict[int, int] | None = None,
+    spares: tuple[int, ...] = (),
     role: str | None = None,
     writes: int = 0,
     reads: int = 0,
@@ -169,6 +170,7 @@ def fake_status(
                 "lag": last - m,
                 "active": True,
                 "connected": True,
+                "spare": i in spares,
                 "last_ack": 0.05,
             }
     return {

@@ -76,6 +76,18 @@ def test_lagging_follower_is_degraded() -> None:
     assert view.rows[1].lag == 0 and not view.rows[1].lagging
 
 
+def test_a_spare_followers_lag_of_a_tick_is_not_degraded_but_a_runaway_one_is() -> None:
+    """Quorum-first replication: the spare is sent entries once a tick, so under a heavy
+    load it trails by hundreds of entries while healthy."""
+    leader = fs(1, commit=1000, match={2: 1000, 3: 400}, spares=(3,))
+    view = build_view(None, fake_poll(1.0, [leader, fs(2, commit=1000), fs(3, commit=400)]))
+    assert view.verdict.level == HEALTHY
+    assert view.rows[2].lag == 600 and view.rows[2].spare and not view.rows[2].lagging
+    leader = fs(1, commit=5000, match={2: 5000, 3: 400}, spares=(3,))
+    view = build_view(None, fake_poll(1.0, [leader, fs(2, commit=5000), fs(3, commit=400)]))
+    assert view.verdict.level == DEGRADED and view.rows[2].lagging
+
+
 def test_lag_falls_back_to_commit_minus_applied_without_progress() -> None:
     leader = fs(1, commit=500)
     leader["progress"] = {}
