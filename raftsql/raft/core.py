@@ -571,6 +571,20 @@ class RaftCore:
         else:
             resp = RequestVoteResponse(self.id, m.frm, self.term, False, m.pre)
             self._send(resp, durable=not m.pre)
+            if (
+                m.pre
+                and self.role is Role.FOLLOWER
+                and self._election_elapsed >= self.config.election_ticks
+                and m.frm in self.voters
+                and not self._log_is_up_to_date(m.last_log_index, m.last_log_term)
+            ):
+                # A voter whose log is behind ours gave up on the leader, as we would
+                # within a few ticks (we have not heard from one for a whole election
+                # timeout either): campaign now instead of waiting for our own timer. It
+                # cannot win, we can. (Quorum-first replication leaves a spare follower up
+                # to a tick behind: after the leader dies, the spare's timer, when it
+                # fires first, would otherwise only cost a round.)
+                self._campaign(transfer=False)
 
     def _step_candidate(self, m: Message) -> None:
         if isinstance(m, _FROM_LEADER):

@@ -100,3 +100,24 @@ def test_a_spare_that_is_to_lead_is_caught_up_at_once() -> None:
     c.deliver()  # no tick: caught up, told to campaign, elected
     assert c.core(3).role is Role.LEADER
     assert c.core(3).log.term_at(index) is not None
+
+
+def test_after_the_leader_dies_a_follower_asked_by_a_spare_campaigns_at_once() -> None:
+    """The spare (a tick behind) cannot win an election; the quorum follower can. When
+    the spare's timer fires first, its PreVote tells the quorum follower, out of touch
+    with the leader for an election timeout too, to campaign now rather than wait for
+    its own timer (failover would otherwise take the quorum follower's timeout alone,
+    not the earlier of the two)."""
+    c = settled(3, quorum_first=True)
+    c.propose(1, b"a")
+    c.deliver()  # node 2 has it, the spare node 3 not yet
+    c.crash(1)
+    timeout = c.core(2).config.election_ticks
+    c.core(2)._randomized_timeout = 2 * timeout  # its own timer fires late
+    c.core(3)._randomized_timeout = timeout + 1
+    c.tick(2, timeout)  # out of touch with the leader for a whole election timeout
+    assert c.core(2).role is Role.FOLLOWER
+    c.tick(3, timeout + 1)  # the spare campaigns first: a PreVote node 2 refuses
+    c.deliver()
+    assert c.core(2).role is Role.LEADER
+    assert c.core(2).log.term_at(c.core(2).commit) == c.core(2).term
