@@ -23,7 +23,8 @@ paired ratios, with its quartiles, is what to compare.
 
     python -m benchmarks.ab --tree base=/tmp/base --tree new=. --clients 1,16 --bursts 30
 
-Prints each round (or set of bursts) as it ends and a table of medians; saves
+Prints each round (or set of bursts) as it ends and a table of medians (with bursts:
+of the paired ratios of throughput, CPU per request and p99 latency); saves
 ``results/ab.json``.
 """
 
@@ -81,7 +82,10 @@ with tempfile.TemporaryDirectory(prefix="raftsql-ab-") as tmp:
         if len(r.probes) == 2 and None not in r.probes[0] + r.probes[1] and r.ops:
             spent = sum(a.user_s + a.sys_s - b.user_s - b.sys_s for b, a in zip(*r.probes))
             cpu = spent / r.ops * 1e6
-        out = {"ops_per_s": r.ops / r.seconds, "errors": r.errors, "cpu_us_per_op": cpu}
+        lat = sorted(r.latencies)
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3 if lat else None
+        out = {"ops_per_s": r.ops / r.seconds, "errors": r.errors, "cpu_us_per_op": cpu,
+               "p99_ms": p99}
         print(json.dumps(out), flush=True)
 """
 
@@ -198,7 +202,11 @@ def paired_ratios(points: dict[str, list[dict[str, Any]]], key: str) -> dict[str
 
 
 def _print_paired(points: dict[str, dict[int, list[dict[str, Any]]]], clients: list[int]) -> None:
-    for key, what in (("ops_per_s", "ops/s"), ("cpu_us_per_op", "CPU us per request")):
+    for key, what in (
+        ("ops_per_s", "ops/s"),
+        ("cpu_us_per_op", "CPU us per request"),
+        ("p99_ms", "p99 latency"),
+    ):
         print(f"\n{what}: median of the paired ratios to the first tree [quartiles]")
         for c in clients:
             ratios = paired_ratios({n: per[c] for n, per in points.items()}, key)
