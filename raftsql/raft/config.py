@@ -25,7 +25,8 @@ class Config:
     at that tick. Why: when the nodes share a machine's cores and disk (the local
     cluster), the spare's wake-up, append and fsync for every entry competed with the
     leader and the quorum follower for the same cores and flushes, for an ack the commit
-    did not wait for: with it off, one writer measured 0.82x the writes a second. The cost:
+    did not wait for: with it on, one writer measured 1.18-1.23x the writes a second
+    (paired bursts, benchmarks/README.md, eleventh round). The cost:
     a spare lags up to a tick, and if a quorum follower stops answering, a commit can wait
     up to a tick for the spare.
     """
