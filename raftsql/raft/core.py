@@ -836,7 +836,7 @@ class RaftCore:
         spares = () if self._flush_spares else self.spares()
         self._flush_spares = False
         for v, pr in self.progress.items():
-            if v != self.id and (v not in spares or v in self._flush_to):
+            if v != self.id and (v not in spares or v in self._flush_to or pr.catching_up):
                 self._send_append(v, pr)
         self._flush_to.clear()
 
@@ -881,6 +881,8 @@ class RaftCore:
             elif entries:
                 pr.next = entries[-1].index + 1
                 pr.inflight.append(entries[-1].index)
+        if pr.state is ProgressState.REPLICATE:
+            pr.catching_up = pr.next <= self.log.last_index  # the window filled first
         # With nothing new to send, a follower learns a new commit index from the next
         # append or heartbeat (or the heartbeat round of a read it asked for), not from an
         # extra message now: measured at one writer, that extra round (a follower wakes,

@@ -41,6 +41,11 @@ class Progress:
     """Highest ReadIndex heartbeat round this follower acknowledged."""
     stalls: int = 0
     """Heartbeat answers seen in a row while nothing we sent made progress."""
+    catching_up: bool = False
+    """REPLICATE: the last send stopped at a full in-flight window with entries left. A
+    quorum-first leader then goes on sending to it as its acks free the window, even if it
+    is a spare (sent to once a tick otherwise): a follower far behind is never throttled
+    to a window a tick."""
     progress_mark: int = -1
     snapshot: SnapshotMeta | None = None
     snap_sent: int = 0
@@ -58,6 +63,7 @@ class Progress:
         self.inflight.clear()
         self.snapshot = None
         self.stalls = 0
+        self.catching_up = False
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
@@ -65,6 +71,7 @@ class Progress:
         self.probe_sent = False
         self.inflight.clear()
         self.stalls = 0
+        self.catching_up = False
 
     def become_snapshot(self, meta: SnapshotMeta) -> None:
         self.state = ProgressState.SNAPSHOT
@@ -75,6 +82,7 @@ class Progress:
         self.snap_rewound_to = -1
         self.inflight.clear()
         self.stalls = 0
+        self.catching_up = False
 
     def rewind_snapshot(self, offset: int) -> None:
         """Resend the snapshot from ``offset`` (the follower's resume point)."""

@@ -121,3 +121,21 @@ def test_after_the_leader_dies_a_follower_asked_by_a_spare_campaigns_at_once() -
     c.deliver()
     assert c.core(2).role is Role.LEADER
     assert c.core(2).log.term_at(c.core(2).commit) == c.core(2).term
+
+
+def test_a_spare_far_behind_is_sent_more_as_its_acks_free_the_window() -> None:
+    """Not a window a tick: once a tick's send fills the spare's in-flight window with
+    entries left over, its acks bring the rest at once, as for a quorum follower."""
+    c = settled(3, quorum_first=True, max_msg_bytes=1, max_inflight=2)
+    c.crash(3)
+    for k in range(6):
+        c.propose(1, b"%d" % k)
+    c.deliver()
+    c.restart(3)
+    c.tick(1)  # between heartbeats: the spare's catch-up alone
+    assert len([m for m in c.queue if isinstance(m, AppendEntries) and m.to == 3]) == 2
+    c.deliver()  # no more ticks
+    assert c.core(3).last_index == c.core(1).last_index
+    # caught up, it is a spare again: the next entry waits for a tick
+    c.propose(1, b"next")
+    assert appends_with_entries(c) == {2}
