@@ -27,7 +27,14 @@ async def wait_leader(nodes: list[Node]) -> Node:
 @asynccontextmanager
 async def three_nodes(tmp_path: Path, **settings: object) -> AsyncIterator[list[Node]]:
     """Three nodes with ``settings`` (NodeConfig fields), all stopped at the end."""
-    ports = free_ports(3)
+    async with some_nodes(tmp_path, 3, **settings) as nodes:
+        yield nodes
+
+
+@asynccontextmanager
+async def some_nodes(tmp_path: Path, n: int, **settings: object) -> AsyncIterator[list[Node]]:
+    """``n`` nodes with ``settings`` (NodeConfig fields), all stopped at the end."""
+    ports = free_ports(n)
     peers = {i + 1: ("127.0.0.1", p) for i, p in enumerate(ports)}
     async with AsyncExitStack() as stack:
         nodes = []

@@ -12,7 +12,7 @@ import trio
 
 from raftsql.cli import build_parser
 from raftsql.server.node import Node
-from tests.e2e.in_process import three_nodes, wait_leader
+from tests.e2e.in_process import some_nodes, three_nodes, wait_leader
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,6 +45,24 @@ async def test_a_spare_lags_by_a_tick_yet_reads_every_acknowledged_write(tmp_pat
                 await trio.sleep(TICK / 4)
         stale = await spare.read("SELECT count(*) FROM t", consistency="stale")
         assert stale.rows == [(20,)]
+
+
+async def test_five_nodes_have_two_spares_and_every_node_reads_every_write(
+    tmp_path: Path,
+) -> None:
+    async with some_nodes(tmp_path, 5, tick_seconds=TICK) as nodes:
+        leader = await wait_leader(nodes)
+        await leader.write([("CREATE TABLE t (x INTEGER)", ())])
+        assert len(spares(leader)) == 2  # two followers and the leader make three of five
+        followers = [n for n in nodes if n is not leader]
+        for x in range(12):
+            await leader.write([("INSERT INTO t VALUES (?)", (x,))])
+            reader = followers[x % len(followers)]  # spares and quorum followers in turn
+            result = await reader.read("SELECT count(*) FROM t")
+            assert result.rows == [(x + 1,)]
+        with trio.fail_after(10):
+            while any(n.core.last_index < leader.core.last_index for n in nodes):
+                await trio.sleep(TICK / 4)
 
 
 async def test_with_it_off_no_follower_is_a_spare(tmp_path: Path) -> None:

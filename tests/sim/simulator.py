@@ -1238,6 +1238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=int, default=300, help="events to print on failure")
     parser.add_argument("--liveness-profile", action="store_true", help="as test_sim_liveness")
     parser.add_argument("--no-vote-check", action="store_true", help="as check_votes=False")
+    parser.add_argument(
+        "--quorum-first",
+        choices=["on", "off"],
+        help="override the profile's draw (soaks that force it on or off replay with this)",
+    )
     args = parser.parse_args(argv)
     core_cls: type[RaftCore] = RaftCore
     profile = liveness_profile if args.liveness_profile else standard_profile
@@ -1249,6 +1254,9 @@ def main(argv: list[str] | None = None) -> int:
         variant = BROKEN[key]
         core_cls, profile = variant.core, variant.profile
         check_votes = check_votes and variant.check_votes
+    if args.quorum_first is not None:
+        drawn, forced = profile, args.quorum_first == "on"
+        profile = lambda rng: dataclasses.replace(drawn(rng), quorum_first=forced)  # noqa: E731
     try:
         stats = run_seed(
             args.seed, core_cls=core_cls, profile=profile, trace=args.trace, check_votes=check_votes
