@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from raftsql import timing
 from raftsql.cluster import DEFAULT_DIR, LocalCluster
@@ -78,16 +79,30 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def _print_status(hosts: list[str]) -> int:
     from raftsql.client.client import Client
 
-    rows = []
+    statuses: dict[str, dict[str, Any] | Exception] = {}
     for host in hosts:
         try:
             with Client([host], timeout=1.0) as c:
-                st = c.status()
+                statuses[host] = c.status()
+        except Exception as exc:
+            statuses[host] = exc
+    # the leader knows which followers are spares (quorum-first: sent entries once a tick)
+    spares = {
+        int(pid)
+        for st in statuses.values()
+        if isinstance(st, dict) and st["role"] == "leader"
+        for pid, p in (st.get("progress") or {}).items()
+        if p.get("spare")
+    }
+    rows = []
+    for host, st in statuses.items():
+        if isinstance(st, dict):
+            role = st["role"] + (" (spare)" if st["id"] in spares else "")
             rows.append(
                 [
                     str(st["id"]),
                     host,
-                    st["role"],
+                    role,
                     str(st["term"]),
                     str(st["leader"]),
                     str(st["commit"]),
@@ -97,8 +112,8 @@ def _print_status(hosts: list[str]) -> int:
                     "up",
                 ]
             )
-        except Exception as exc:
-            rows.append(["?", host, "-", "-", "-", "-", "-", "-", "-", f"unreachable ({exc})"])
+        else:
+            rows.append(["?", host, "-", "-", "-", "-", "-", "-", "-", f"unreachable ({st})"])
     head = ["id", "address", "role", "term", "leader", "commit", "applied", "log", "snap", "state"]
     widths = [max(len(r[k]) for r in [head, *rows]) for k in range(len(head))]
     for r in [head, *rows]:

@@ -73,6 +73,9 @@ def test_cluster_up_status_shell_down(tmp_path: Path) -> None:
         assert bad.returncode == 1 and "error" in bad.stderr
         again = run_cli("shell", "--dir", str(home), "-c", "SELECT count(*) FROM t", home=home)
         assert "2" in again.stdout  # data persists between shell sessions
+        # both followers replicate by now: one of them is the leader's spare
+        replicating = run_cli("status", "--dir", str(home), home=home)
+        assert replicating.stdout.count("follower (spare)") == 1, replicating.stdout
     finally:
         down = run_cli("cluster", "down", "--dir", str(home), home=home)
     assert down.returncode == 0
