@@ -244,7 +244,7 @@ class ClusterApp(App[None]):
         return [
             Text(num(row.node_id), style=dim),
             Text(row.address, style=dim),
-            Text(row.role, style=role_style or dim),
+            Text(row.role + (" (spare)" if row.spare else ""), style=role_style or dim),
             Text(num(row.term), style=dim),
             Text(num(row.commit)),
             Text(num(row.applied)),

@@ -8,6 +8,7 @@ Regenerate after an intended change with ``pytest tests/unit/test_tui_snapshots.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -116,3 +117,20 @@ def test_confirm_transfer_screen(snap_compare) -> None:  # type: ignore[no-untyp
         await settle_modal(pilot, ConfirmScreen)
 
     assert snap_compare(degraded_app(), terminal_size=SIZE, run_before=ask)
+
+
+def test_the_leaders_spare_follower_is_marked_in_the_role_column() -> None:
+    """(Textual runs on asyncio, this suite in trio mode: a sync test with asyncio.run.)"""
+    t0 = 1_700_000_000.0
+    polls = [fake_poll(t0 + k, [fs(1, spares=(3,)), fs(2), fs(3)]) for k in range(3)]
+    app = ClusterApp(FakeSource(polls), interval=0.01, clock=utc)
+    roles: list[str] = []
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            table = app.query_one("#nodes", DataTable)
+            roles.extend(str(table.get_row_at(i)[2]) for i in range(table.row_count))
+
+    asyncio.run(scenario())
+    assert roles == ["leader", "follower", "follower (spare)"]
