@@ -52,6 +52,7 @@ from benchmarks import cloadgen, common, proc_stats, raftsql_load
 _TREE_SERVER = """
 import importlib.util, json, os, sys, tempfile
 from pathlib import Path
+from benchmarks.common import quantile
 from benchmarks.loadgen import closed_loop
 from benchmarks.raftsql_load import WORKLOADS, _prepare, _targets
 from raftsql.cluster import LocalCluster
@@ -82,10 +83,9 @@ with tempfile.TemporaryDirectory(prefix="raftsql-ab-") as tmp:
         if len(r.probes) == 2 and None not in r.probes[0] + r.probes[1] and r.ops:
             spent = sum(a.user_s + a.sys_s - b.user_s - b.sys_s for b, a in zip(*r.probes))
             cpu = spent / r.ops * 1e6
-        lat = sorted(r.latencies)
-        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3 if lat else None
-        out = {"ops_per_s": r.ops / r.seconds, "errors": r.errors, "cpu_us_per_op": cpu,
-               "p99_ms": p99}
+        p99 = quantile(sorted(r.latencies), 0.99) * 1e3 if r.latencies else None
+        out = {"ops_per_s": r.ops / r.seconds, "errors": r.errors, "cpu_us_per_op": cpu}
+        out["p99_ms"] = p99
         print(json.dumps(out), flush=True)
 """
 

@@ -1256,7 +1256,11 @@ def main(argv: list[str] | None = None) -> int:
         check_votes = check_votes and variant.check_votes
     if args.quorum_first is not None:
         drawn, forced = profile, args.quorum_first == "on"
-        profile = lambda rng: dataclasses.replace(drawn(rng), quorum_first=forced)  # noqa: E731
+
+        def overridden(rng: random.Random) -> Profile:
+            return dataclasses.replace(drawn(rng), quorum_first=forced)
+
+        profile = overridden
     try:
         stats = run_seed(
             args.seed, core_cls=core_cls, profile=profile, trace=args.trace, check_votes=check_votes
