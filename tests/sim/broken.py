@@ -1,4 +1,4 @@
-"""RaftCore variants with one safety rule broken each, to prove the simulator catches them.
+"""RaftCore variants with one rule broken each, to prove the simulator catches them.
 
 A simulator that never fails proves nothing by itself: maybe its invariants are too weak or
 its faults never open the window a bug needs. Each class below turns off exactly one rule
@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 
 from raftsql.raft import RaftCore, Role
+from raftsql.raft.messages import AppendEntriesResponse
+from raftsql.raft.progress import Progress
 
 from .simulator import Profile, ProfileFn, standard_profile
 
@@ -61,6 +63,19 @@ class ClaimsUnwrittenEntriesDurable(RaftCore):
         super().persisted(index, term)
         if self.role is Role.LEADER and self.progress[self.id].maybe_update(self.log.last_index):
             self._maybe_commit()
+
+
+class NeverBacksUpAfterRejection(RaftCore):
+    """A liveness bug, not a safety one: when a follower rejects an append (its log lacks
+    or conflicts with the entry before), the leader never moves back to find where the
+    logs agree, so that follower stays behind for good. Nothing wrong is ever committed;
+    what the simulator must notice is that writes stop reaching every node after healing
+    (its liveness bounds, loosened for slow clocks and long tails, must still catch it)."""
+
+    def _handle_append_response(self, m: AppendEntriesResponse, pr: Progress) -> None:
+        if not m.success:
+            return
+        super()._handle_append_response(m, pr)
 
 
 # --- the fault mixes that open each bug's window -------------------------------------------
@@ -137,6 +152,12 @@ def early_claim_profile(rng: random.Random) -> Profile:
     )
 
 
+def lagging_follower_profile(rng: random.Random) -> Profile:
+    """Crashes with torn writes and partitions leave followers behind or diverged; slow
+    clocks stay on (the liveness check must still fail for the right reason with them)."""
+    return _churn(rng)
+
+
 def stale_read_profile(rng: random.Random) -> Profile:
     """Many reads while leaders crash and move: a new leader learns the commit index only
     with its no-op, so its first reads are the stale ones; heartbeats every third tick
@@ -158,6 +179,8 @@ class BrokenVariant:
     """Which invariant failures count as catching this bug."""
     check_votes: bool = True
     """False: without the direct one-vote-per-term check, so election safety must fail."""
+    liveness: bool = False
+    """True: run the liveness phase after the faults (a liveness bug is only seen there)."""
 
 
 BROKEN: dict[str, BrokenVariant] = {
@@ -184,5 +207,8 @@ BROKEN: dict[str, BrokenVariant] = {
     ),
     "read-before-noop": BrokenVariant(
         ReadsBeforeNoopCommits, stale_read_profile, ("linearizable-read",)
+    ),
+    "never-backs-up": BrokenVariant(
+        NeverBacksUpAfterRejection, lagging_follower_profile, ("liveness",), liveness=True
     ),
 }

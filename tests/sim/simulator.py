@@ -201,6 +201,8 @@ class SimStats:
     """Entries applied while their leader's Ready was still out (``leader_disk_lag``)."""
     ticks_to_elect: int | None = None
     """Ticks from healing until a stable leader (liveness phase)."""
+    reelections_after_heal: int = 0
+    """Stable leaders deposed after healing (only slow clocks may do that)."""
 
 
 # === the trace =============================================================================
@@ -491,6 +493,10 @@ class Clients:
 
 
 # === the simulation ========================================================================
+
+_MAX_REELECTIONS = 3
+"""How many times a stable leader may be deposed after healing (slow clocks) before the
+liveness check fails."""
 
 _CRASH_STAGES = ("persist", "persist", "send", "apply")
 """Where a mid-Ready crash strikes: while persisting (torn write, twice as likely: it is
@@ -1065,12 +1071,19 @@ class Simulation:
 
     def _heal_and_check_liveness(self) -> None:
         """Heal everything, then require a stable leader within 20 election timeouts, and
-        every write it accepts applied on every node within 20 more (plus the time the
-        configured window needs to ship what lagging followers lack: liveness is about
-        recovering, not about bandwidth). Snapshots go on being taken throughout.
+        every write it accepts applied on every node within 20 more (plus, in each phase,
+        the time the configured window needs to ship what lagging followers lack:
+        liveness is about recovering, not about bandwidth). Snapshots go on being taken
+        throughout.
+
+        Slow clocks are not healed (they model a node's clock, not a fault that ends): a
+        leader whose ticks are skipped may legitimately be deposed after it was stable,
+        taking with it the writes that only it and part of a quorum had. With slow clocks
+        in the profile a new term after stability restarts the check (at most
+        ``_MAX_REELECTIONS`` times); without them nothing may depose a stable leader, so
+        every write it accepted must commit whatever happens.
         """
         p = self.profile
-        bound = 20 * p.election_ticks
         self.faults_on = False
         if p.kill_leader_at_heal:
             for node in self._leaders():
@@ -1082,44 +1095,96 @@ class Simulation:
             node.crash_stage = None
             if not node.alive:
                 node.restart_at = self.now + 1
-        healed = self.now
         self.trace.note(self.now, "healed: no more partitions, drops or crashes")
-        while (leader := self._stable_leader(healed)) is None:
-            if self.now - healed >= bound:
-                raise InvariantViolation(
-                    "liveness", f"no stable leader {bound} ticks after healing at t={healed}"
-                )
-            self._tick()
-        self.stats.ticks_to_elect = self.now - healed
-        c = self.clients
-        c.tracking = True
-        stable = self.now
-        bound += self._catch_up_allowance(leader)
-        self.trace.note(self.now, f"n{leader.id} is the stable leader; commit bound {bound}")
-        forced = 0
-        while self.now - stable < 3 * p.election_ticks or forced < 3:
-            if self.now - stable >= bound:
-                raise InvariantViolation(
-                    "liveness", f"the stable leader refused writes for {bound} ticks"
-                )
-            if self.now - stable >= forced * p.election_ticks and self._write():
-                forced += 1
-            self._tick()
-        c.writes_on = False
-        c.tracking = False
-        while not self._all_applied_everywhere(c.tracked):
-            if self.now - stable >= bound:
-                missing = [
-                    (i, t, d, [n.id for n in self.nodes.values() if n.sm.get(i) != (t, d)])
-                    for i, t, d in c.tracked
-                    if any(n.sm.get(i) != (t, d) for n in self.nodes.values())
-                ]
+        healed = self.now
+        slow_clocks = any(self.slow.values())
+        for attempt in range(_MAX_REELECTIONS + 1):
+            leader = self._elect_stable_leader()
+            if attempt == 0:
+                self.stats.ticks_to_elect = self.now - healed
+            if self._commit_under(leader, give_up_on_new_term=slow_clocks):
+                return
+            if attempt == _MAX_REELECTIONS:
                 raise InvariantViolation(
                     "liveness",
-                    f"writes accepted after healing did not commit everywhere within {bound} "
-                    f"ticks: (index, term, payload, missing on) {missing[:5]}",
+                    f"the stable leader was deposed {attempt + 1} times after healing "
+                    f"(slow clocks), last n{leader.id} of term {leader.core.term} at "
+                    f"t={self.now}",
+                )
+            self.stats.reelections_after_heal += 1
+            self.trace.note(
+                self.now, f"n{leader.id} deposed after healing (slow clocks): check again"
+            )
+
+    def _elect_stable_leader(self) -> SimNode:
+        """Tick until there is a stable leader: within 20 election timeouts of now, plus
+        the catch-up allowance of the first leader seen (a leader elected with a long
+        uncommitted tail must ship it, at the profile's message size and window, before
+        its no-op can commit)."""
+        p = self.profile
+        since = self.now
+        bound = 20 * p.election_ticks
+        allowed: SimNode | None = None
+        while (leader := self._stable_leader(since)) is None:
+            if allowed is None and len(leaders := self._leaders()) == 1:
+                allowed = leaders[0]
+                extra = self._catch_up_allowance(allowed)
+                bound += extra
+                self.trace.note(self.now, f"n{allowed.id} leads; election bound +{extra}")
+            if self.now - since >= bound:
+                raise InvariantViolation(
+                    "liveness", f"no stable leader {bound} ticks after healing at t={since}"
                 )
             self._tick()
+        return leader
+
+    def _commit_under(self, leader: SimNode, give_up_on_new_term: bool) -> bool:
+        """Write through ``leader`` and require every write it accepted applied on every
+        node within 20 election timeouts plus its catch-up allowance. With
+        ``give_up_on_new_term``, False as soon as a newer term appears (an election
+        began: the writes only the old leader had may be lost)."""
+        p = self.profile
+        c = self.clients
+        c.tracking, c.writes_on, c.tracked = True, True, []
+        stable = self.now
+        term = leader.core.term
+        bound = 20 * p.election_ticks + self._catch_up_allowance(leader)
+        self.trace.note(self.now, f"n{leader.id} is the stable leader; commit bound {bound}")
+        forced = 0
+        try:
+            while self.now - stable < 3 * p.election_ticks or forced < 3:
+                if give_up_on_new_term and self._newer_term(term):
+                    return False
+                if self.now - stable >= bound:
+                    raise InvariantViolation(
+                        "liveness", f"the stable leader refused writes for {bound} ticks"
+                    )
+                if self.now - stable >= forced * p.election_ticks and self._write():
+                    forced += 1
+                self._tick()
+            c.writes_on = False
+            while not self._all_applied_everywhere(c.tracked):
+                if give_up_on_new_term and self._newer_term(term):
+                    return False
+                if self.now - stable >= bound:
+                    missing = [
+                        (i, t, d, [n.id for n in self.nodes.values() if n.sm.get(i) != (t, d)])
+                        for i, t, d in c.tracked
+                        if any(n.sm.get(i) != (t, d) for n in self.nodes.values())
+                    ]
+                    raise InvariantViolation(
+                        "liveness",
+                        f"writes accepted after healing did not commit everywhere within "
+                        f"{bound} ticks: (index, term, payload, missing on) {missing[:5]}",
+                    )
+                self._tick()
+            return True
+        finally:
+            c.tracking = False
+
+    def _newer_term(self, term: int) -> bool:
+        """Some live node has moved past ``term`` (an election began)."""
+        return any(n.alive and n.core.term > term for n in self.nodes.values())
 
     def _catch_up_allowance(self, leader: SimNode) -> int:
         """Round trips needed to ship every follower what it lacks, one window per trip."""
@@ -1136,7 +1201,7 @@ class Simulation:
             if have < lead.first_index - 1:
                 trips += lead.snapshot_meta.size // chunk_bytes_per_trip + 2
                 have = lead.snapshot_meta.index
-            trips += (lead.last_index - have) // entries_per_trip + 2
+            trips += max(0, lead.last_index - have) // entries_per_trip + 2
         return trips * rtt
 
     def _stable_leader(self, since: int) -> SimNode | None:

@@ -27,7 +27,7 @@ def test_broken_core_is_caught(name: str, record_property: pytest.RecordProperty
                 seed,
                 core_cls=variant.core,
                 profile=variant.profile,
-                liveness=False,
+                liveness=variant.liveness,
                 check_votes=variant.check_votes,
             )
         except SimulationFailure as e:

@@ -1,7 +1,9 @@
 """Liveness after the storm: once partitions heal, crashed nodes restart and messages stop
 being dropped, a leader must be elected and new writes must commit on every node, within
-20 election timeouts (plus the time the configured window needs to ship lagging followers
-what they lack), in every seed.
+20 election timeouts (plus the time the configured window needs to ship lagging followers,
+or the newly elected leader's followers, what they lack), in every seed. A node with a
+slow clock may depose a stable leader after healing; that restarts the check, at most 3
+times (``reelections_after_heal``); nothing else may.
 
 Each run ends with its leader crashed at the moment of healing, so every seed measures a
 real election. Ticks-to-elect is printed per batch and, over all batches, in the terminal
