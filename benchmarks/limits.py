@@ -8,7 +8,10 @@ matter:
   filesystem the benchmarks write to can make, with the latency of each;
 - ``apsw``: SQLite alone (through apsw, WAL mode, ``synchronous=FULL``), single-row
   parameterized INSERTs of 100-byte payloads committed in batches of 1, 10, 100 and 1000
-  rows; batch 1 is one commit, hence at least one sync, per row.
+  rows; batch 1 is one commit, hence at least one sync, per row;
+- ``floor``: one synchronous caller's writes replicated to a majority of three processes
+  with nothing but blocking sockets and ``fdatasync`` (``replication_floor``): the
+  least any Python design must pay per write here.
 
 Files go in a fresh directory under the system temp dir, which is where the cluster
 benchmarks put their data, so these are the ceilings that apply to them; the result records
@@ -30,7 +33,7 @@ from typing import Any
 
 import apsw
 
-from benchmarks import common
+from benchmarks import common, replication_floor
 
 PAYLOAD = b"x" * 100
 BATCH_SIZES = [1, 10, 100, 1000]
@@ -151,7 +154,8 @@ def measure_apsw(directory: Path, seconds: float) -> list[dict[str, Any]]:
 
 
 def run(quick: bool = False, duration: float | None = None) -> dict[str, Any]:
-    """Measure the disk's sync rate and SQLite's durable insert rate; save and return them."""
+    """Measure the disk's sync rate, SQLite's durable insert rate and the replication
+    floor; save and return them."""
     seconds = duration or (0.3 if quick else 2.0)
     directory = Path(tempfile.mkdtemp(prefix="raftsql-limits-", dir=tempfile.gettempdir()))
     try:
@@ -163,6 +167,7 @@ def run(quick: bool = False, duration: float | None = None) -> dict[str, Any]:
         points = measure_sync(directory, seconds) + measure_apsw(directory, seconds)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    points += replication_floor.run(quick, duration)
     data = {
         "points": points,
         "duration_s": seconds,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import common
+from benchmarks import common, replication_floor
 from benchmarks.run_all import MEMORY, STEPS
 
 if TYPE_CHECKING:
@@ -705,6 +705,32 @@ def limit_lines(r: Results) -> list[str]:
         ),
         "- SQLite alone (apsw, WAL, synchronous=FULL), rows/s by rows per commit: "
         + ", ".join(f"{n}: {rate(p)}" for n, p in zip((1, 10, 100, 1000), batches, strict=True)),
+        *floor_lines(r),
+    ]
+
+
+def floor_lines(r: Results) -> list[str]:
+    """The replication floor (benchmarks/replication_floor.py) and how close raftsql's and
+    PySyncObj's single callers come to the floor of their own kind."""
+    durable_leader, durable_client, memory = (
+        r.point(LIMITS, w, 1) for w in replication_floor.VARIANTS
+    )
+    if not (durable_leader and durable_client and memory):
+        return [f"- replication floor: {MISSING}"]
+    ours = r.point(RAFTSQL, "insert_param", 1)
+    theirs = r.point(PYSYNCOBJ, "set_sync_single", 1)
+
+    def share(p: Point | None, floor: Point) -> str:
+        return f"{p['ops_per_s'] / floor['ops_per_s']:.2f}{TIMES}" if p else MISSING
+
+    return [
+        "- replication floor, one synchronous caller (3 processes, blocking sockets, "
+        f"nothing else): durable, caller in the leader {rate(durable_leader)}; durable, "
+        f"caller one hop away {rate(durable_client)}; no fsync, caller in the leader "
+        f"{rate(memory)}",
+        f"- raftsql at 1 client is {share(ours, durable_client)} of the durable floor with a "
+        f"client hop; PySyncObj's synchronous caller is {share(theirs, memory)} of the "
+        "no-fsync floor",
     ]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import common, plots, run_all
+from benchmarks import common, plots, replication_floor, run_all
 from benchmarks.raftsql_load import PIPELINED, QUICK_PIPELINE_SHAPE, WORKLOADS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +101,13 @@ def check_raftsql_workloads() -> None:
         assert cost["leader"]["user_us"] + cost["leader"]["sys_us"] > 0, p["workload"]
 
 
+def check_replication_floor() -> None:
+    """Each variant of the floor ran, and the one without fsync really skipped it."""
+    floor = {p["workload"]: p for p in load("limits")["points"] if p["system"] == "floor"}
+    assert set(floor) == set(replication_floor.VARIANTS)
+    assert [floor[v]["fsync"] for v in replication_floor.VARIANTS] == [True, True, False]
+
+
 def check_failover_and_catchup() -> None:
     """They measured what they claim: no lost write, a real log and snapshot catch-up."""
     failover = load("failover")
@@ -135,6 +142,8 @@ def check_plots_and_summary(started: float) -> None:
     assert "failover: p99 first write" in text
     assert "## The etcd targets in paired bursts" in text
     assert "writes at 1 client: insert_param vs etcd put (2 pairs)" in text
+    assert "- replication floor, one synchronous caller" in text
+    assert "of the durable floor with a client hop" in text
 
 
 def test_run_all_quick() -> None:
@@ -148,6 +157,7 @@ def test_run_all_quick() -> None:
     for name in run_all.STEPS:
         check_points(name)
     check_raftsql_workloads()
+    check_replication_floor()
     check_failover_and_catchup()
     check_paired_etcd()
     check_plots_and_summary(started)
