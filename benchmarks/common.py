@@ -9,6 +9,7 @@ peers alike.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -32,6 +33,18 @@ CDF_QUANTILES = [i / 100 for i in range(1, 100)] + [0.995, 0.999]
 def progress(message: str) -> None:
     """One line of progress on stderr, timestamped, so a long run shows it is alive."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_timed_main(
+    doc: str | None, run: Callable[[bool, float | None], Any], each: str, quick_s: float
+) -> None:
+    """The command line of a benchmark whose only knobs are ``--quick`` and
+    ``--duration`` (seconds per ``each``, 2 by default): parse them and call ``run``."""
+    p = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {quick_s:g} s per {each}")
+    p.add_argument("--duration", type=float, help=f"seconds per {each} (default 2)")
+    args = p.parse_args()
+    run(args.quick, args.duration)
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:

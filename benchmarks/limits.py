@@ -22,7 +22,6 @@ which filesystem that is (and whether the repository lives on the same one).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -36,6 +35,8 @@ import apsw
 from benchmarks import common, replication_floor
 
 PAYLOAD = b"x" * 100
+QUICK_SECONDS = 0.3
+"""Seconds per measurement in ``--quick`` mode (2 otherwise, or ``--duration``)."""
 BATCH_SIZES = [1, 10, 100, 1000]
 INSERT = "INSERT INTO t (payload) VALUES (?)"
 
@@ -156,7 +157,7 @@ def measure_apsw(directory: Path, seconds: float) -> list[dict[str, Any]]:
 def run(quick: bool = False, duration: float | None = None) -> dict[str, Any]:
     """Measure the disk's sync rate, SQLite's durable insert rate and the replication
     floor; save and return them."""
-    seconds = duration or (0.3 if quick else 2.0)
+    seconds = duration or (QUICK_SECONDS if quick else 2.0)
     directory = Path(tempfile.mkdtemp(prefix="raftsql-limits-", dir=tempfile.gettempdir()))
     try:
         where = {"data": filesystem(directory), "repository": filesystem(Path.cwd())}
@@ -181,11 +182,7 @@ def run(quick: bool = False, duration: float | None = None) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: 0.3 s per point")
-    p.add_argument("--duration", type=float, help="seconds per point (default 2)")
-    args = p.parse_args()
-    run(args.quick, args.duration)
+    common.run_timed_main(__doc__, run, "point", QUICK_SECONDS)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ threads, SQLite): a target below the durable floor could not be met by any desig
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import select
@@ -42,6 +41,8 @@ from typing import Any
 from benchmarks import common
 
 HOST = "127.0.0.1"
+QUICK_SECONDS = 0.3
+"""Seconds per measurement in ``--quick`` mode (2 otherwise, or ``--duration``)."""
 RECORD = b"r" * 240
 """About the size of one raftsql AppendEntries frame carrying one single-row INSERT."""
 PREALLOCATE = 64 << 20
@@ -233,7 +234,7 @@ def _await_port(conn: Connection, process: multiprocessing.process.BaseProcess) 
 
 def run(quick: bool = False, duration: float | None = None) -> list[dict[str, Any]]:
     """Every variant, in a fresh directory under the temp dir (where the clusters write)."""
-    seconds = duration or (0.3 if quick else 2.0)
+    seconds = duration or (QUICK_SECONDS if quick else 2.0)
     directory = Path(tempfile.mkdtemp(prefix="raftsql-floor-", dir=tempfile.gettempdir()))
     try:
         return [measure(directory, variant, seconds) for variant in VARIANTS]
@@ -242,11 +243,7 @@ def run(quick: bool = False, duration: float | None = None) -> list[dict[str, An
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: 0.3 s per variant")
-    p.add_argument("--duration", type=float, help="seconds per variant (default 2)")
-    args = p.parse_args()
-    run(args.quick, args.duration)
+    common.run_timed_main(__doc__, run, "variant", QUICK_SECONDS)
 
 
 if __name__ == "__main__":
