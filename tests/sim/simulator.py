@@ -530,7 +530,7 @@ class Simulation:
         self.seed = seed
         self.core_cls = core_cls
         self.rng = random.Random(seed)
-        self.profile = p = profile(random.Random(f"profile/{seed}"))
+        self.profile = p = drawn_profile(seed, profile)
         self.trace = Trace(trace)
         self.stats = SimStats(seed=seed, nodes=p.nodes)
         self.inv = Invariants(check_votes=check_votes)
@@ -1262,6 +1262,12 @@ def sum_stats(runs: list[SimStats]) -> dict[str, int]:
             if f.name not in ("seed", "ticks_to_elect") and isinstance(value, int):
                 totals[f.name] = totals.get(f.name, 0) + value
     return totals
+
+
+def drawn_profile(seed: int, profile: ProfileFn) -> Profile:
+    """The profile a run of ``seed`` draws (from an RNG of its own, so that changes to the
+    simulation's other draws leave it alone)."""
+    return profile(random.Random(f"profile/{seed}"))
 
 
 def run_seed(
