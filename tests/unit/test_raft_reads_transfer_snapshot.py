@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from raftsql.raft import NotLeader, ProposalDropped, Role
-from raftsql.raft.messages import Heartbeat, InstallSnapshot, ReadState
+from raftsql.raft.messages import (
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    ReadState,
+)
 from tests.unit.raft_harness import Cluster
 
 pytestmark = pytest.mark.timeout(30)
@@ -53,6 +60,53 @@ def test_6_4_a_read_is_not_confirmed_without_a_majority() -> None:
     c.pump(1)
     c.deliver()
     assert c.nodes[1].read_states == []
+
+
+def test_reads_pending_when_their_leader_is_deposed_are_never_answered() -> None:
+    """The read-index / leader-change race (etcd #21375): a leader starts a heartbeat
+    round for its own read and for one a follower forwarded, then the leader of a newer
+    term deposes it before the acknowledgements come back. Those acknowledgements (of
+    the old term) must confirm nothing: no read state on the old leader, no
+    ReadIndexResponse to the follower, not even once the old leader leads again (without
+    leases here, so that it can win that election at once). Each side retries with a
+    fresh context instead."""
+    c = Cluster(3, check_quorum=False)
+    c.elect(1)
+    c.propose(1, b"a")
+    c.deliver()
+    old = c.core(1)
+    old.read_index(b"on-leader")
+    c.core(3).read_index(b"on-follower")
+    (forwarded,) = [m for m in c.nodes[3].process() if isinstance(m, ReadIndexRequest)]
+    old.step(forwarded)
+    beats = [m for m in c.nodes[1].process() if isinstance(m, Heartbeat)]
+    assert {m.to for m in beats} == {2, 3}, "the reads' heartbeat round went out"
+    term = old.term
+    # node 2 has won a newer term meanwhile (as after a partition): its first heartbeat
+    # deposes node 1 at once
+    old.step(Heartbeat(2, 1, term + 1))
+    c.nodes[1].process()
+    assert old.role is Role.FOLLOWER and old.term == term + 1 and old.leader_id == 2
+    # the old round's acknowledgements arrive now
+    acks = []
+    for beat in beats:
+        c.core(beat.to).step(beat)
+        acks += [m for m in c.nodes[beat.to].process() if isinstance(m, HeartbeatResponse)]
+    assert len(acks) == 2 and all(m.term == term for m in acks)
+    out = []
+    for ack in acks:
+        old.step(ack)
+        out += c.nodes[1].process()
+    assert c.nodes[1].read_states == []
+    assert not [m for m in out if isinstance(m, ReadIndexResponse)]
+    assert c.nodes[3].read_states == []
+    # node 1 leads again, in a newer term: its new heartbeat rounds must not confirm the
+    # reads of its old leadership either
+    c.elect(1)
+    assert old.role is Role.LEADER and old.term > term + 1
+    c.tick_all(3 * old.config.heartbeat_ticks)
+    assert c.nodes[1].read_states == [] and c.nodes[3].read_states == []
+    assert not [line for line in c.trace if line.startswith("1->3 ReadIndexResponse")]
 
 
 def test_a_follower_gets_a_read_index_from_the_leader() -> None:
