@@ -337,7 +337,8 @@ def peer_bars(results: Results) -> list[tuple[str, float, str]]:
 
 
 def draw_peers_bars(results: Results, path: Path) -> Path:
-    """Write rates of raftsql, etcd and PySyncObj, with the disk's and SQLite's limits.
+    """Write rates of raftsql, etcd and PySyncObj, with the disk's and SQLite's limits
+    and the replication floors of a durable single caller and of one that never syncs.
 
     Drawn as dots on a log axis, not as bars: the rates span two orders of magnitude, and
     a bar's length on a log axis would depend on where the axis happens to start.
@@ -362,6 +363,16 @@ def draw_peers_bars(results: Results, path: Path) -> Path:
     refs = [
         (results.point(LIMITS, "fdatasync", 1), "fdatasync/s, one at a time", "red"),
         (results.point(LIMITS, "insert_batch_1", 1), "SQLite alone, commit per row", "green"),
+        (
+            results.point(LIMITS, "durable_client", 1),
+            "replication floor, 1 caller one hop away, fsync",
+            "purple",
+        ),
+        (
+            results.point(LIMITS, "memory_in_leader", 1),
+            "replication floor, 1 caller in the leader, no fsync",
+            "tab:orange",
+        ),
     ]
     for p, label, color in refs:
         if p is not None:
