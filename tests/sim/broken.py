@@ -2,9 +2,10 @@
 
 A simulator that never fails proves nothing by itself: maybe its invariants are too weak or
 its faults never open the window a bug needs. Each class below turns off exactly one rule
-(through the hook the core keeps for it) and comes with the fault mix that opens that
-bug's window; tests/sim/test_sim_broken.py asserts every one is caught within a bounded
-number of seeds.
+(through the hook the core keeps for it, or for the liveness bug by skipping the one
+branch that applies the rule) and comes with the fault mix that opens that bug's window;
+tests/sim/test_sim_broken.py asserts every one is caught within a bounded number of
+seeds.
 """
 
 from __future__ import annotations
