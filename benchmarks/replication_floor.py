@@ -226,8 +226,13 @@ def measure(directory: Path, variant: str, seconds: float) -> dict[str, Any]:
 
 
 def _await_port(conn: Connection, process: multiprocessing.process.BaseProcess) -> int:
-    if not conn.poll(30):
-        raise RuntimeError(f"{process.name} did not start listening within 30 s")
+    """The port a child listens on, as soon as it says; a clear error if it dies first."""
+    deadline = time.monotonic() + 30
+    while not conn.poll(0.05):
+        if not process.is_alive():
+            raise RuntimeError(f"{process.name} exited (code {process.exitcode}) before listening")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{process.name} did not start listening within 30 s")
     port: int = conn.recv()
     return port
 

@@ -203,3 +203,23 @@ def test_ab_compares_trees_in_paired_bursts() -> None:
         (points,) = per.values()
         assert len(points) == 2
         assert all(p["ops_per_s"] > 0 and p["cpu_us_per_op"] > 0 for p in points)
+
+
+def test_paired_floor_measures_both_in_turns() -> None:
+    """``paired_floor``: the durable floor and PySyncObj's synchronous caller, measured in
+    turns, each pair's ratio theirs."""
+    argv = [sys.executable, "-m", "benchmarks.paired_floor", "--quick"]
+    started = time.time()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = common.RESULTS / "paired_floor.quick.json"
+    assert written_since(path, started)
+    saved = json.loads(path.read_text())
+    assert (saved["floor_variant"], saved["pysyncobj_workload"]) == (
+        "durable_client",
+        "set_sync_single",
+    )
+    (pair,) = saved["pairs"]
+    assert pair["floor"] > 0 and pair["pysyncobj"] > 0
+    assert pair["ratio"] == pytest.approx(pair["floor"] / pair["pysyncobj"])
+    assert saved["ratio_q1"] <= saved["ratio_median"] <= saved["ratio_q3"]
