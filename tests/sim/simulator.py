@@ -1264,6 +1264,15 @@ def sum_stats(runs: list[SimStats]) -> dict[str, int]:
     return totals
 
 
+def with_quorum_first(profile: ProfileFn, on: bool) -> ProfileFn:
+    """``profile`` with its ``quorum_first`` draw overridden (soaks force it on or off)."""
+
+    def forced(rng: random.Random) -> Profile:
+        return dataclasses.replace(profile(rng), quorum_first=on)
+
+    return forced
+
+
 def drawn_profile(seed: int, profile: ProfileFn) -> Profile:
     """The profile a run of ``seed`` draws (from an RNG of its own, so that changes to the
     simulation's other draws leave it alone)."""
@@ -1326,12 +1335,7 @@ def main(argv: list[str] | None = None) -> int:
         core_cls, profile = variant.core, variant.profile
         check_votes = check_votes and variant.check_votes
     if args.quorum_first is not None:
-        drawn, forced = profile, args.quorum_first == "on"
-
-        def overridden(rng: random.Random) -> Profile:
-            return dataclasses.replace(drawn(rng), quorum_first=forced)
-
-        profile = overridden
+        profile = with_quorum_first(profile, args.quorum_first == "on")
     try:
         stats = run_seed(
             args.seed, core_cls=core_cls, profile=profile, trace=args.trace, check_votes=check_votes

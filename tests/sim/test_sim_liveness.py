@@ -12,20 +12,17 @@ summary (tests/conftest.py), since pytest-xdist hides what workers print.
 
 from __future__ import annotations
 
-import dataclasses
-import random
 import statistics
 
 import pytest
 
 from .simulator import (
-    Profile,
-    ProfileFn,
     SimulationFailure,
     drawn_profile,
     liveness_profile,
     run_seed,
     standard_profile,
+    with_quorum_first,
 )
 
 FIRST_SEED = 1_000_000
@@ -74,13 +71,6 @@ def test_leader_and_commits_after_healing(
     record_property("sim_ticks_to_elect", ("leader crashed at heal (test_sim_liveness)", ticks))
 
 
-def _forced(profile: ProfileFn, quorum_first: bool) -> ProfileFn:
-    def forced(rng: random.Random) -> Profile:
-        return dataclasses.replace(profile(rng), quorum_first=quorum_first)
-
-    return forced
-
-
 def test_a_stable_leader_deposed_by_a_slow_clock_restarts_the_check() -> None:
     """Seed 2593 (5 nodes, quorum-first, a node whose ticks are skipped): after healing, a
     follower that stopped hearing its slow-clocked leader wins an election while only the
@@ -88,7 +78,7 @@ def test_a_stable_leader_deposed_by_a_slow_clock_restarts_the_check() -> None:
     is Raft, not a liveness bug: the check starts over under the new leader and passes.
     (If the simulator changes and this seed no longer shows it, this fails: find another
     with ``reelections_after_heal``.)"""
-    stats = run_seed(2593, profile=_forced(standard_profile, True))
+    stats = run_seed(2593, profile=with_quorum_first(standard_profile, True))
     assert stats.reelections_after_heal >= 1
 
 
@@ -97,7 +87,7 @@ def test_a_leader_elected_with_a_long_tail_gets_time_to_ship_it() -> None:
     carries a long uncommitted tail that must reach a majority one entry per message
     before its no-op commits; the election bound grows by that catch-up allowance, so
     this run is no failure although it takes longer than 20 election timeouts."""
-    profile = _forced(liveness_profile, True)
+    profile = with_quorum_first(liveness_profile, True)
     stats = run_seed(2516, profile=profile)
     assert stats.ticks_to_elect is not None
     assert stats.ticks_to_elect > 20 * drawn_profile(2516, profile).election_ticks
