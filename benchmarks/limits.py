@@ -11,7 +11,9 @@ matter:
   rows; batch 1 is one commit, hence at least one sync, per row;
 - ``floor``: one synchronous caller's writes replicated to a majority of three processes
   with nothing but blocking sockets and ``fdatasync`` (``replication_floor``): the
-  least any Python design must pay per write here.
+  least any Python design must pay per write here; and the same with a trio event loop
+  in each node, the fsync on the loop or in a worker thread (``trio_floor``): the least a
+  design shaped like raftsql's must pay.
 
 Files go in a fresh directory under the system temp dir, which is where the cluster
 benchmarks put their data, so these are the ceilings that apply to them; the result records
@@ -32,7 +34,7 @@ from typing import Any
 
 import apsw
 
-from benchmarks import common, replication_floor
+from benchmarks import common, replication_floor, trio_floor
 
 PAYLOAD = b"x" * 100
 QUICK_SECONDS = 0.3
@@ -168,7 +170,7 @@ def run(quick: bool = False, duration: float | None = None) -> dict[str, Any]:
         points = measure_sync(directory, seconds) + measure_apsw(directory, seconds)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    points += replication_floor.run(quick, duration)
+    points += replication_floor.run(quick, duration) + trio_floor.run(quick, duration)
     data = {
         "points": points,
         "duration_s": seconds,

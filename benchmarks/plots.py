@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import common, replication_floor
+from benchmarks import common, replication_floor, trio_floor, write_work
 from benchmarks.run_all import MEMORY, STEPS
 
 if TYPE_CHECKING:
@@ -367,6 +367,11 @@ def draw_peers_bars(results: Results, path: Path) -> Path:
             results.point(LIMITS, "durable_client", 1),
             "replication floor, 1 caller one hop away, fsync",
             "purple",
+        ),
+        (
+            results.point(LIMITS, "trio_worker", 1),
+            "trio floor, 1 caller one hop away, fsync in a worker thread",
+            "tab:brown",
         ),
         (
             results.point(LIMITS, "memory_in_leader", 1),
@@ -721,28 +726,69 @@ def limit_lines(r: Results) -> list[str]:
 
 
 def floor_lines(r: Results) -> list[str]:
-    """The replication floor (benchmarks/replication_floor.py) and how close raftsql's and
-    PySyncObj's single callers come to the floor of their own kind."""
+    """The replication floors (benchmarks/replication_floor.py, trio_floor.py), how close
+    raftsql's and PySyncObj's single callers come to the floor of their own kind, and
+    what the single-caller target leaves room for (paired_floor.py, write_work.py)."""
     durable_leader, durable_client, memory = (
         r.point(LIMITS, w, 1) for w in replication_floor.VARIANTS
     )
+    trio_inline, trio_worker = (r.point(LIMITS, w, 1) for w in trio_floor.VARIANTS)
     if not (durable_leader and durable_client and memory):
-        return [f"- replication floor: {MISSING}"]
+        return [f"- replication floor: {MISSING}", *room_lines(r)]
     ours = r.point(RAFTSQL, "insert_param", 1)
     theirs = r.point(PYSYNCOBJ, "set_sync_single", 1)
 
-    def share(p: Point | None, floor: Point) -> str:
-        return f"{p['ops_per_s'] / floor['ops_per_s']:.2f}{TIMES}" if p else MISSING
+    def share(p: Point | None, floor: Point | None) -> str:
+        return f"{p['ops_per_s'] / floor['ops_per_s']:.2f}{TIMES}" if p and floor else MISSING
 
     return [
         "- replication floor, one synchronous caller (3 processes, blocking sockets, "
         f"nothing else): durable, caller in the leader {rate(durable_leader)}; durable, "
         f"caller one hop away {rate(durable_client)}; no fsync, caller in the leader "
         f"{rate(memory)}",
+        "- the same with a trio event loop in each node, caller one hop away: fsync on the "
+        f"loop {rate(trio_inline)}; fsync in a worker thread, as raftsql must "
+        f"{rate(trio_worker)}",
         f"- raftsql at 1 client is {share(ours, durable_client)} of the durable floor with a "
-        f"client hop; PySyncObj's synchronous caller is {share(theirs, memory)} of the "
-        "no-fsync floor",
+        f"client hop and {share(ours, trio_worker)} of the trio floor with a worker thread; "
+        f"PySyncObj's synchronous caller is {share(theirs, memory)} of the no-fsync floor",
+        *room_lines(r),
     ]
+
+
+def room_lines(r: Results) -> list[str]:
+    """The floors against PySyncObj's synchronous caller in alternating rounds, and
+    raftsql's own work per write against the room that leaves."""
+    lines = []
+    paired = r.get("paired_floor")
+    if paired:
+        rounds = len(paired["pairs"])
+        parts = [
+            f"{FLOOR_NAMES.get(name, name)} {f['ratio_median']:.2f}{TIMES} "
+            f"[{f['ratio_q1']:.2f}-{f['ratio_q3']:.2f}] (room per write "
+            f"{f['room_us_median']:.0f} µs)"
+            for name, f in paired["floors"].items()
+        ]
+        lines.append(
+            f"- floors / PySyncObj's synchronous caller, in {rounds} alternating "
+            f"round{'s' * (rounds > 1)}: "
+            + "; ".join(parts)
+            + f". Below 1{TIMES} (no room) no design of that kind can meet the single-caller "
+            "target, whatever work it leaves out"
+        )
+    work = r.get("write_work")
+    if work:
+        stages = work["stages"]
+        lines.append(
+            f"- raftsql's own work per write, all waits taken out (write_work): "
+            f"{work['critical_path_us']:.0f} µs on the critical path ("
+            + ", ".join(f"{k} {stages[k]['median_us']:.0f}" for k in write_work.CRITICAL)
+            + f"), {work['off_path_us']:.0f} µs beside it"
+        )
+    return lines
+
+
+FLOOR_NAMES = {"durable_client": "blocking floor", "trio_worker": "trio floor with worker"}
 
 
 def catchup_lines(data: Data | None) -> list[str]:

@@ -54,7 +54,7 @@ STOP = b""
 VARIANTS = ("durable_in_leader", "durable_client", "memory_in_leader")
 
 
-def _log_file(path: Path) -> int:
+def log_file(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     os.pwrite(fd, b"\0" * PREALLOCATE, 0)
     os.fsync(fd)
@@ -68,7 +68,7 @@ def _listen() -> socket.socket:
     return listener
 
 
-def _connect(port: int) -> socket.socket:
+def connect(port: int) -> socket.socket:
     sock = socket.create_connection((HOST, port), timeout=10)
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -97,7 +97,7 @@ def _receive_record(sock: socket.socket) -> bytes:
 
 def follower_main(path: str, sync: bool, conn: Connection) -> None:
     """Append and (if ``sync``) fdatasync every record the leader sends, then answer."""
-    fd = _log_file(Path(path))
+    fd = log_file(Path(path))
     listener = _listen()
     conn.send(listener.getsockname()[1])
     sock = _accept(listener)
@@ -121,9 +121,9 @@ class Leader:
 
     def __init__(self, directory: Path, sync: bool, follower_ports: list[int]) -> None:
         self.sync = sync
-        self.fd = _log_file(directory / "leader.log")
+        self.fd = log_file(directory / "leader.log")
         self.offset = 0
-        self.followers = [_connect(port) for port in follower_ports]
+        self.followers = [connect(port) for port in follower_ports]
         self.owed = [0] * len(self.followers)
 
     def replicate(self, record: bytes) -> None:
@@ -150,7 +150,7 @@ class Leader:
         os.close(self.fd)
 
 
-def _timed(replicate_one: Any, seconds: float) -> tuple[int, float, list[float]]:
+def timed(replicate_one: Any, seconds: float) -> tuple[int, float, list[float]]:
     latencies: list[float] = []
     first = time.perf_counter()
     end = first + seconds
@@ -190,13 +190,13 @@ def measure(directory: Path, variant: str, seconds: float) -> dict[str, Any]:
             p = ctx.Process(target=follower_main, args=(str(directory / f"f{i}.log"), sync, theirs))
             p.start()
             processes.append(p)
-            ports.append(_await_port(ours, p))
+            ports.append(await_port(ours, p))
         if variant == "durable_client":
             ours, theirs = ctx.Pipe()
             p = ctx.Process(target=leader_main, args=(str(directory), sync, ports, theirs))
             p.start()
             processes.append(p)
-            sock = _connect(_await_port(ours, p))
+            sock = connect(await_port(ours, p))
             try:
 
                 def one() -> None:
@@ -204,13 +204,13 @@ def measure(directory: Path, variant: str, seconds: float) -> dict[str, Any]:
                     if not sock.recv(1):
                         raise ConnectionError("the leader closed the connection")
 
-                ops, elapsed, latencies = _timed(one, seconds)
+                ops, elapsed, latencies = timed(one, seconds)
             finally:
                 sock.close()
         else:
             leader = Leader(directory, sync, ports)
             try:
-                ops, elapsed, latencies = _timed(lambda: leader.replicate(RECORD), seconds)
+                ops, elapsed, latencies = timed(lambda: leader.replicate(RECORD), seconds)
             finally:
                 leader.close()
         for p in processes:
@@ -225,7 +225,7 @@ def measure(directory: Path, variant: str, seconds: float) -> dict[str, Any]:
     return point
 
 
-def _await_port(conn: Connection, process: multiprocessing.process.BaseProcess) -> int:
+def await_port(conn: Connection, process: multiprocessing.process.BaseProcess) -> int:
     """The port a child listens on, as soon as it says; a clear error if it dies first."""
     deadline = time.monotonic() + 30
     while not conn.poll(0.05):

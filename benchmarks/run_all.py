@@ -1,6 +1,7 @@
 """Every benchmark in one command, then the plots and the summary table.
 
-The steps run in a fixed order (the machine's limits, then the peers, then raftsql) so that
+The steps run in a fixed order (the machine's limits and raftsql's work per write, then the
+peers and the floors against PySyncObj in turns, then raftsql) so that
 etcd, PySyncObj and raftsql are measured minutes apart in the same run: on a shared, noisy
 machine, ratios between figures taken hours apart would mostly measure the neighbours.
 
@@ -30,8 +31,10 @@ from benchmarks import common
 
 STEPS = [
     "limits",
+    "write_work",
     "peers_etcd",
     "peers_pysyncobj",
+    "paired_floor",
     "raftsql_load",
     "paired_etcd",
     "failover",

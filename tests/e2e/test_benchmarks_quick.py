@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import common, plots, replication_floor, run_all
+from benchmarks import common, plots, replication_floor, run_all, trio_floor, write_work
 from benchmarks.raftsql_load import PIPELINED, QUICK_PIPELINE_SHAPE, WORKLOADS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,10 +102,35 @@ def check_raftsql_workloads() -> None:
 
 
 def check_replication_floor() -> None:
-    """Each variant of the floor ran, and the one without fsync really skipped it."""
+    """Each variant of the floors ran, and the one without fsync really skipped it."""
     floor = {p["workload"]: p for p in load("limits")["points"] if p["system"] == "floor"}
-    assert set(floor) == set(replication_floor.VARIANTS)
-    assert [floor[v]["fsync"] for v in replication_floor.VARIANTS] == [True, True, False]
+    variants = [*replication_floor.VARIANTS, *trio_floor.VARIANTS]
+    assert set(floor) == set(variants)
+    assert [floor[v]["fsync"] for v in variants] == [True, True, False, True, True]
+
+
+def check_paired_floor() -> None:
+    """``paired_floor``: each round measured every floor and PySyncObj's synchronous
+    caller, and the ratios and rooms are theirs."""
+    saved = load("paired_floor")
+    assert saved["pysyncobj_workload"] == "set_sync_single"
+    (pair,) = saved["pairs"]
+    assert set(pair) == {"durable_client", "trio_worker", "pysyncobj"}
+    assert all(rate > 0 for rate in pair.values()), pair
+    for name, f in saved["floors"].items():
+        assert f["ratio_median"] == pytest.approx(pair[name] / pair["pysyncobj"], abs=1e-3)
+        room = 1e6 / pair["pysyncobj"] - 1e6 / pair[name]
+        assert f["room_us_median"] == pytest.approx(room, abs=0.1)
+
+
+def check_write_work() -> None:
+    """``write_work`` timed every stage, and the critical path is the sum of its own."""
+    saved = load("write_work")
+    stages = saved["stages"]
+    assert set(stages) == {*write_work.CRITICAL, *write_work.OFF_PATH}
+    assert all(s["median_us"] > 0 for s in stages.values()), stages
+    critical = sum(stages[k]["median_us"] for k in write_work.CRITICAL)
+    assert saved["critical_path_us"] == pytest.approx(critical, abs=0.2)
 
 
 def check_failover_and_catchup() -> None:
@@ -144,6 +169,9 @@ def check_plots_and_summary(started: float) -> None:
     assert "writes at 1 client: insert_param vs etcd put (2 pairs)" in text
     assert "- replication floor, one synchronous caller" in text
     assert "of the durable floor with a client hop" in text
+    assert "of the trio floor with a worker thread" in text
+    assert "- floors / PySyncObj's synchronous caller, in 1 alternating round:" in text
+    assert "- raftsql's own work per write, all waits taken out" in text
 
 
 def test_run_all_quick() -> None:
@@ -158,6 +186,8 @@ def test_run_all_quick() -> None:
         check_points(name)
     check_raftsql_workloads()
     check_replication_floor()
+    check_paired_floor()
+    check_write_work()
     check_failover_and_catchup()
     check_paired_etcd()
     check_plots_and_summary(started)
@@ -203,23 +233,3 @@ def test_ab_compares_trees_in_paired_bursts() -> None:
         (points,) = per.values()
         assert len(points) == 2
         assert all(p["ops_per_s"] > 0 and p["cpu_us_per_op"] > 0 for p in points)
-
-
-def test_paired_floor_measures_both_in_turns() -> None:
-    """``paired_floor``: the durable floor and PySyncObj's synchronous caller, measured in
-    turns, each pair's ratio theirs."""
-    argv = [sys.executable, "-m", "benchmarks.paired_floor", "--quick"]
-    started = time.time()
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    path = common.RESULTS / "paired_floor.quick.json"
-    assert written_since(path, started)
-    saved = json.loads(path.read_text())
-    assert (saved["floor_variant"], saved["pysyncobj_workload"]) == (
-        "durable_client",
-        "set_sync_single",
-    )
-    (pair,) = saved["pairs"]
-    assert pair["floor"] > 0 and pair["pysyncobj"] > 0
-    assert pair["ratio"] == pytest.approx(pair["floor"] / pair["pysyncobj"])
-    assert saved["ratio_q1"] <= saved["ratio_median"] <= saved["ratio_q3"]
