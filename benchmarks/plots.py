@@ -788,7 +788,11 @@ def room_lines(r: Results) -> list[str]:
     return lines
 
 
-FLOOR_NAMES = {"durable_client": "blocking floor", "trio_worker": "trio floor with worker"}
+FLOOR_NAMES = {
+    "durable_client": "blocking floor",
+    "durable_in_leader": "blocking floor with the caller in the leader",
+    "trio_worker": "trio floor with worker",
+}
 
 
 def catchup_lines(data: Data | None) -> list[str]:

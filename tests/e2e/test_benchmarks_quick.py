@@ -115,7 +115,7 @@ def check_paired_floor() -> None:
     saved = load("paired_floor")
     assert saved["pysyncobj_workload"] == "set_sync_single"
     (pair,) = saved["pairs"]
-    assert set(pair) == {"durable_client", "trio_worker", "pysyncobj"}
+    assert set(pair) == {"durable_client", "durable_in_leader", "trio_worker", "pysyncobj"}
     assert all(rate > 0 for rate in pair.values()), pair
     for name, f in saved["floors"].items():
         assert f["ratio_median"] == pytest.approx(pair[name] / pair["pysyncobj"], abs=1e-3)
