@@ -48,7 +48,7 @@ from raftsql.net import codec
 from raftsql.net.framing import FrameDecoder, encode_frame
 from raftsql.raft import Config, RaftCore, Ready, Role
 from raftsql.raft.messages import EntryKind, Message
-from raftsql.server.clients import _statements
+from raftsql.server.clients import statements_from_wire
 from raftsql.server.node import Node
 from raftsql.sql.command import WriteCommand, results_to_wire
 from raftsql.sql.machine import StateMachine
@@ -176,7 +176,7 @@ class WritePath:
     def _leader_request(self, request: bytes) -> tuple[Ready, bytes]:
         leader = self.members[LEADER]
         (req,) = leader.frames.feed(request)
-        statements = Node.check_statements(_statements(req["stmts"]))
+        statements = Node.check_statements(statements_from_wire(req["stmts"]))
         cmd = WriteCommand(
             req["session"],
             req["seq"],

@@ -202,7 +202,7 @@ def _write_on_leader(node: Node, request: Any, replies: _Replies) -> bool:
     rid = request.get("id")
     done = _WriteAnswer(node, replies, rid)
     try:
-        statements = node.check_statements(_statements(request.get("stmts")))
+        statements = node.check_statements(statements_from_wire(request.get("stmts")))
         node.submit_write(
             statements,
             atomic=_opt(request, "atomic", bool, True),
@@ -294,7 +294,7 @@ async def _dispatch(node: Node, req: Any) -> dict[str, Any]:
         raise errors.ProtocolError("a request must be a map")
     op = req.get("op")
     if op == "write":
-        stmts = _statements(req.get("stmts"))
+        stmts = statements_from_wire(req.get("stmts"))
         outcome = await node.write(
             stmts,
             atomic=_opt(req, "atomic", bool, True),
@@ -358,7 +358,9 @@ def _params(params: Any) -> Any:
     raise errors.ParameterError("parameters must be an array or a map")
 
 
-def _statements(stmts: Any) -> list[tuple[str, Any]]:
+def statements_from_wire(stmts: Any) -> list[tuple[str, Any]]:
+    """A request's ``stmts`` as (sql, params) pairs, checked for shape: a clear
+    ProtocolError for anything else. (Public: ``benchmarks.write_work`` times it.)"""
     if not isinstance(stmts, list) or not stmts:
         raise errors.ProtocolError("'stmts' must be a non-empty array of [sql, params]")
     out = []
