@@ -1,6 +1,7 @@
 """How repeated measurements are combined: run_all --repeat keeps, for each point, the round
 with the median throughput; benchmarks.ab --bursts compares trees burst by burst, and
-benchmarks.paired_etcd compares raftsql with etcd the same way."""
+benchmarks.paired_etcd compares raftsql with etcd the same way; the summary calls the
+single-caller target out of reach only when the paired floors say so."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import statistics
 from benchmarks.ab import paired_ratios
 from benchmarks.common import point
 from benchmarks.paired_etcd import summarize
-from benchmarks.plots import paired_rows
+from benchmarks.plots import SINGLE_CALLER, out_of_reach, paired_rows
 from benchmarks.run_all import median_of_rounds
 
 
@@ -74,3 +75,18 @@ def test_paired_etcd_reports_the_median_ratio_of_its_pairs_not_a_ratio_of_median
     (row,) = rows
     assert row[0] == "writes at 1 client: insert_param vs etcd put (4 pairs)"
     assert row[3].startswith(f"{s['ratio_median']:.2f}") and row[5] == "NOT met"
+
+
+def test_the_single_caller_target_is_called_out_of_reach_only_below_the_durable_floor() -> None:
+    row = (SINGLE_CALLER, "1,390/s", "4,204/s", "0.33\u00d7", "\u2265 1\u00d7", "NOT met")
+
+    def floors(ratio: float) -> dict[str, object]:
+        return {"floors": {"durable_client": {"ratio_median": ratio}}}
+
+    below = out_of_reach(row, floors(0.89))
+    assert below[:5] == row[:5]
+    assert below[5].startswith("NOT met: out of reach here") and "0.89" in below[5]
+    assert out_of_reach(row, floors(1.11)) == row  # the floor leaves room: just not met
+    assert out_of_reach(row, None) == row  # no paired floors measured
+    met = (*row[:5], "met")
+    assert out_of_reach(met, floors(0.89)) == met
