@@ -27,6 +27,7 @@ threads, SQLite): a target below the durable floor could not be met by any desig
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import select
@@ -34,6 +35,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -177,42 +179,26 @@ def leader_main(directory: str, sync: bool, ports: list[int], conn: Connection) 
         leader.close()
 
 
-def measure(directory: Path, variant: str, seconds: float) -> dict[str, Any]:
-    """One variant: start the followers (and the leader, for a separate caller), drive one
-    synchronous caller for ``seconds``, stop every process."""
-    sync = variant != "memory_in_leader"
+def start_child(
+    processes: list[multiprocessing.process.BaseProcess], target: Any, *args: Any
+) -> int:
+    """Start ``target(*args, conn)`` in a spawned process that listens on loopback and
+    sends its port down ``conn``; add it to ``processes``; return the port."""
     ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    p = ctx.Process(target=target, args=(*args, theirs))
+    p.start()
+    processes.append(p)
+    return await_port(ours, p)
+
+
+@contextlib.contextmanager
+def children() -> Iterator[list[multiprocessing.process.BaseProcess]]:
+    """The processes started inside: waited for at the end (they exit once their peer
+    closes), killed if they did not."""
     processes: list[multiprocessing.process.BaseProcess] = []
     try:
-        ports = []
-        for i in range(2):
-            ours, theirs = ctx.Pipe()
-            p = ctx.Process(target=follower_main, args=(str(directory / f"f{i}.log"), sync, theirs))
-            p.start()
-            processes.append(p)
-            ports.append(await_port(ours, p))
-        if variant == "durable_client":
-            ours, theirs = ctx.Pipe()
-            p = ctx.Process(target=leader_main, args=(str(directory), sync, ports, theirs))
-            p.start()
-            processes.append(p)
-            sock = connect(await_port(ours, p))
-            try:
-
-                def one() -> None:
-                    sock.sendall(RECORD)
-                    if not sock.recv(1):
-                        raise ConnectionError("the leader closed the connection")
-
-                ops, elapsed, latencies = timed(one, seconds)
-            finally:
-                sock.close()
-        else:
-            leader = Leader(directory, sync, ports)
-            try:
-                ops, elapsed, latencies = timed(lambda: leader.replicate(RECORD), seconds)
-            finally:
-                leader.close()
+        yield processes
         for p in processes:
             p.join(timeout=10)
     finally:
@@ -220,6 +206,41 @@ def measure(directory: Path, variant: str, seconds: float) -> dict[str, Any]:
             if p.is_alive():
                 p.kill()
                 p.join()
+
+
+def drive_client(port: int, seconds: float) -> tuple[int, float, list[float]]:
+    """One synchronous caller in this process, one hop from the leader at ``port``."""
+    sock = connect(port)
+    try:
+
+        def one() -> None:
+            sock.sendall(RECORD)
+            if not sock.recv(1):
+                raise ConnectionError("the leader closed the connection")
+
+        return timed(one, seconds)
+    finally:
+        sock.close()
+
+
+def measure(directory: Path, variant: str, seconds: float) -> dict[str, Any]:
+    """One variant: start the followers (and the leader, for a separate caller), drive one
+    synchronous caller for ``seconds``, stop every process."""
+    sync = variant != "memory_in_leader"
+    with children() as processes:
+        ports = [
+            start_child(processes, follower_main, str(directory / f"f{i}.log"), sync)
+            for i in range(2)
+        ]
+        if variant == "durable_client":
+            port = start_child(processes, leader_main, str(directory), sync, ports)
+            ops, elapsed, latencies = drive_client(port, seconds)
+        else:
+            leader = Leader(directory, sync, ports)
+            try:
+                ops, elapsed, latencies = timed(lambda: leader.replicate(RECORD), seconds)
+            finally:
+                leader.close()
     point = common.point("floor", variant, 1, ops, elapsed, latencies, fsync=sync)
     common.progress(common.describe(point))
     return point
@@ -237,14 +258,23 @@ def await_port(conn: Connection, process: multiprocessing.process.BaseProcess) -
     return port
 
 
-def run(quick: bool = False, duration: float | None = None) -> list[dict[str, Any]]:
+def run_variants(
+    measure_one: Callable[[Path, str, float], dict[str, Any]],
+    variants: Sequence[str],
+    quick: bool,
+    duration: float | None,
+) -> list[dict[str, Any]]:
     """Every variant, in a fresh directory under the temp dir (where the clusters write)."""
     seconds = duration or (QUICK_SECONDS if quick else 2.0)
     directory = Path(tempfile.mkdtemp(prefix="raftsql-floor-", dir=tempfile.gettempdir()))
     try:
-        return [measure(directory, variant, seconds) for variant in VARIANTS]
+        return [measure_one(directory, variant, seconds) for variant in variants]
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(quick: bool = False, duration: float | None = None) -> list[dict[str, Any]]:
+    return run_variants(measure, VARIANTS, quick, duration)
 
 
 def main() -> None:

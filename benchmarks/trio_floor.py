@@ -25,10 +25,7 @@ these against PySyncObj's synchronous caller in alternating turns.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import shutil
-import tempfile
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -41,10 +38,11 @@ from benchmarks.replication_floor import (
     HOST,
     QUICK_SECONDS,
     RECORD,
-    await_port,
-    connect,
+    children,
+    drive_client,
     log_file,
-    timed,
+    run_variants,
+    start_child,
 )
 
 VARIANTS = ("trio_inline", "trio_worker")
@@ -187,52 +185,20 @@ def measure(directory: Path, variant: str, seconds: float) -> dict[str, Any]:
     """Start two followers and the leader (trio programs), drive one synchronous caller
     from this process for ``seconds``, stop every process."""
     worker_thread = variant == "trio_worker"
-    ctx = multiprocessing.get_context("spawn")
-    processes: list[multiprocessing.process.BaseProcess] = []
-    try:
-        ports = []
-        for i in range(2):
-            ours, theirs = ctx.Pipe()
-            p = ctx.Process(
-                target=follower_main, args=(str(directory / f"f{i}.log"), worker_thread, theirs)
-            )
-            p.start()
-            processes.append(p)
-            ports.append(await_port(ours, p))
-        ours, theirs = ctx.Pipe()
-        p = ctx.Process(target=leader_main, args=(str(directory), worker_thread, ports, theirs))
-        p.start()
-        processes.append(p)
-        sock = connect(await_port(ours, p))
-        try:
-
-            def one() -> None:
-                sock.sendall(RECORD)
-                if not sock.recv(1):
-                    raise ConnectionError("the leader closed the connection")
-
-            ops, elapsed, latencies = timed(one, seconds)
-        finally:
-            sock.close()
-        for p in processes:
-            p.join(timeout=10)
-    finally:
-        for p in processes:
-            if p.is_alive():
-                p.kill()
-                p.join()
+    with children() as processes:
+        ports = [
+            start_child(processes, follower_main, str(directory / f"f{i}.log"), worker_thread)
+            for i in range(2)
+        ]
+        port = start_child(processes, leader_main, str(directory), worker_thread, ports)
+        ops, elapsed, latencies = drive_client(port, seconds)
     point = common.point("floor", variant, 1, ops, elapsed, latencies, fsync=True)
     common.progress(common.describe(point))
     return point
 
 
 def run(quick: bool = False, duration: float | None = None) -> list[dict[str, Any]]:
-    seconds = duration or (QUICK_SECONDS if quick else 2.0)
-    directory = Path(tempfile.mkdtemp(prefix="raftsql-trio-floor-", dir=tempfile.gettempdir()))
-    try:
-        return [measure(directory, variant, seconds) for variant in VARIANTS]
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    return run_variants(measure, VARIANTS, quick, duration)
 
 
 def main() -> None:
