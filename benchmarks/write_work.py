@@ -92,7 +92,8 @@ class _Member:
 
 
 def _frames(messages: list[Message]) -> dict[int, bytes]:
-    """One frame per message, by recipient (at most one message each here)."""
+    """Each recipient's messages as frames joined together (one socket write each, as
+    the node sends them)."""
     out: dict[int, bytes] = {}
     for m in messages:
         out[m.to] = out.get(m.to, b"") + encode_frame(codec.to_wire(m))
