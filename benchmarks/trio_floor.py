@@ -102,6 +102,8 @@ async def _follower(path: str, worker_thread: bool, conn: Connection) -> None:
         pass  # the leader went away
     finally:
         if worker is not None:
+            with trio.CancelScope(shield=True):
+                await worker.run(lambda: None)  # the jobs before it are done: fd unused
             worker.close()
         os.close(log.fd)
 
