@@ -802,7 +802,7 @@ def room_lines(r: Results) -> list[str]:
             f"- raftsql's own work per write, all waits taken out (write_work): "
             f"{work['critical_path_us']:.0f} µs on the critical path ("
             + ", ".join(f"{k} {stages[k]['median_us']:.0f}" for k in write_work.CRITICAL)
-            + f"), {work['off_path_us']:.0f} µs beside it"
+            + f"), {work['off_path_us']:.0f} µs beside it on average"
         )
     return lines
 

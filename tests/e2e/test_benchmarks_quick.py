@@ -130,6 +130,8 @@ def check_write_work() -> None:
     assert set(stages) == {*write_work.CRITICAL, *write_work.OFF_PATH}
     assert all(s["median_us"] > 0 for s in stages.values()), stages
     critical = sum(stages[k]["median_us"] for k in write_work.CRITICAL)
+    off_path = sum(stages[k]["mean_us"] for k in write_work.OFF_PATH)
+    assert saved["off_path_us"] == pytest.approx(off_path, abs=0.3)
     assert saved["critical_path_us"] == pytest.approx(critical, abs=0.2)
 
 
