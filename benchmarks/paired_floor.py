@@ -3,13 +3,16 @@
 The single-caller target compares raftsql with PySyncObj's ``set_sync_single``, which
 never fsyncs. ``replication_floor``'s ``durable_client`` is the least a durable
 client-server design must pay per write here (``durable_in_leader``: with the caller
-inside the leader, as PySyncObj's is); ``trio_floor``'s ``trio_worker`` is the least
-a durable design shaped like raftsql's (trio event loops, fsyncs in a worker thread) must
-pay. If PySyncObj's caller is faster than a floor, no design of that kind can meet the
-target, whatever work it leaves out. All of them vary by ±20% from minute to minute on
-this machine, so each round measures every one, seconds apart (the order rotating), and
-they are compared round by round: the median of the ratios floor / PySyncObj says how
-much room (or how little) the target leaves a design of that kind for its own work.
+inside the leader, as PySyncObj's is; ``followers_client``: the two followers as the
+majority, the leader's copy unsynced); ``trio_floor``'s ``trio_worker`` is the least a
+durable design shaped like raftsql's (trio event loops, fsyncs in a worker thread) must
+pay (``trio_inline``: any trio node, even one that blocks its loop on the fsync). If
+PySyncObj's caller is faster than a floor, no design of that kind can meet the target,
+whatever work it leaves out. All of them vary by ±20% from minute to minute on this
+machine, and not together (PySyncObj's caller is CPU-bound, the floors fsync-bound), so
+each round measures every one, seconds apart (the order rotating), and they are compared
+round by round: the median of the ratios floor / PySyncObj says how much room (or how
+little) the target leaves a design of that kind for its own work.
 
     python -m benchmarks.paired_floor [--pairs 10] [--seconds 2] [--quick]
 
@@ -31,6 +34,8 @@ from benchmarks import common, peers_pysyncobj, replication_floor, trio_floor
 FLOORS: dict[str, Callable[[Path, str, float], dict[str, Any]]] = {
     "durable_client": replication_floor.measure,
     "durable_in_leader": replication_floor.measure,
+    "followers_client": replication_floor.measure,
+    "trio_inline": trio_floor.measure,
     "trio_worker": trio_floor.measure,
 }
 """The floors measured in each round, by variant, with the function that measures each."""

@@ -20,7 +20,15 @@ from typing import Any
 
 import pytest
 
-from benchmarks import common, plots, replication_floor, run_all, trio_floor, write_work
+from benchmarks import (
+    common,
+    paired_floor,
+    plots,
+    replication_floor,
+    run_all,
+    trio_floor,
+    write_work,
+)
 from benchmarks.raftsql_load import PIPELINED, QUICK_PIPELINE_SHAPE, WORKLOADS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +114,7 @@ def check_replication_floor() -> None:
     floor = {p["workload"]: p for p in load("limits")["points"] if p["system"] == "floor"}
     variants = [*replication_floor.VARIANTS, *trio_floor.VARIANTS]
     assert set(floor) == set(variants)
-    assert [floor[v]["fsync"] for v in variants] == [True, True, False, True, True]
+    assert [floor[v]["fsync"] for v in variants] == [True, True, False, True, True, True]
 
 
 def check_paired_floor() -> None:
@@ -115,7 +123,7 @@ def check_paired_floor() -> None:
     saved = load("paired_floor")
     assert saved["pysyncobj_workload"] == "set_sync_single"
     (pair,) = saved["pairs"]
-    assert set(pair) == {"durable_client", "durable_in_leader", "trio_worker", "pysyncobj"}
+    assert set(pair) == {*paired_floor.FLOORS, "pysyncobj"}
     assert all(rate > 0 for rate in pair.values()), pair
     for name, f in saved["floors"].items():
         assert f["ratio_median"] == pytest.approx(pair[name] / pair["pysyncobj"], abs=1e-3)

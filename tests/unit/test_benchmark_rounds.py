@@ -77,16 +77,24 @@ def test_paired_etcd_reports_the_median_ratio_of_its_pairs_not_a_ratio_of_median
     assert row[3].startswith(f"{s['ratio_median']:.2f}") and row[5] == "NOT met"
 
 
-def test_the_single_caller_target_is_called_out_of_reach_only_below_the_durable_floor() -> None:
+def test_the_single_caller_target_is_called_out_of_reach_only_below_the_trio_floor() -> None:
     row = (SINGLE_CALLER, "1,390/s", "4,204/s", "0.33\u00d7", "\u2265 1\u00d7", "NOT met")
 
-    def floors(ratio: float) -> dict[str, object]:
-        return {"floors": {"durable_client": {"ratio_median": ratio}}}
+    def floors(trio: float, blocking: float = 1.01) -> dict[str, object]:
+        return {
+            "floors": {
+                "trio_inline": {"ratio_median": trio},
+                "trio_worker": {"ratio_median": trio - 0.1},
+                "durable_client": {"ratio_median": blocking - 0.1},
+                "followers_client": {"ratio_median": blocking},
+            }
+        }
 
-    below = out_of_reach(row, floors(0.89))
+    below = out_of_reach(row, floors(0.60))
     assert below[:5] == row[:5]
-    assert below[5].startswith("NOT met: out of reach here") and "0.89" in below[5]
-    assert out_of_reach(row, floors(1.11)) == row  # the floor leaves room: just not met
+    assert below[5].startswith("NOT met: out of reach for a trio node here")
+    assert "0.60" in below[5] and "1.01" in below[5]  # the best of each kind
+    assert out_of_reach(row, floors(1.05)) == row  # a trio node has room: just not met
     assert out_of_reach(row, None) == row  # no paired floors measured
     met = (*row[:5], "met")
-    assert out_of_reach(met, floors(0.89)) == met
+    assert out_of_reach(met, floors(0.60)) == met
