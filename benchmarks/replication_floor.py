@@ -145,7 +145,8 @@ class Leader:
         self.offset += len(record)
         if self.sync:
             os.fdatasync(self.fd)
-        # with the leader's own copy on disk, one follower's copy makes a majority of three
+        # a majority of three on disk: the leader's synced copy and one follower's
+        # (acks=1), or both followers' (acks=2, the leader's copy unsynced)
         while sum(owed == 0 for owed in self.owed) < self.acks:
             readable, _, _ = select.select(self.followers, [], [])
             for sock in readable:
