@@ -84,8 +84,8 @@ with tempfile.TemporaryDirectory(prefix="raftsql-ab-") as tmp:
             spent = sum(a.user_s + a.sys_s - b.user_s - b.sys_s for b, a in zip(*r.probes))
             cpu = spent / r.ops * 1e6
         p99 = quantile(sorted(r.latencies), 0.99) * 1e3 if r.latencies else None
-        out = {"ops_per_s": r.ops / r.seconds, "errors": r.errors, "cpu_us_per_op": cpu}
-        out["p99_ms"] = p99
+        out = {"ops_per_s": r.ops / r.seconds, "errors": r.errors, "cpu_us_per_op": cpu,
+               "p99_ms": p99}
         print(json.dumps(out), flush=True)
 """
 

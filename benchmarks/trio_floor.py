@@ -44,6 +44,7 @@ from benchmarks.replication_floor import (
     run_variants,
     start_child,
 )
+from raftsql.server.worker import Worker
 
 VARIANTS = ("trio_inline", "trio_worker")
 
@@ -91,7 +92,7 @@ async def _follower(path: str, worker_thread: bool, conn: Connection) -> None:
         log.append_and_sync(record)
         os.write(fd, ACK)  # from the thread, as raftsql's followers do (send_from_thread)
 
-    worker = _worker() if worker_thread else None
+    worker = Worker("floor-disk") if worker_thread else None
     try:
         while record := await _receive_record(stream):
             if worker is None:
@@ -108,12 +109,6 @@ async def _follower(path: str, worker_thread: bool, conn: Connection) -> None:
         os.close(log.fd)
 
 
-def _worker() -> Any:
-    from raftsql.server.worker import Worker
-
-    return Worker("floor-disk")
-
-
 def follower_main(path: str, worker_thread: bool, conn: Connection) -> None:
     trio.run(_follower, path, worker_thread, conn)
 
@@ -124,7 +119,7 @@ class _Leader:
 
     def __init__(self, directory: Path, worker_thread: bool) -> None:
         self.log = _Log(directory / "leader.log")
-        self.worker = _worker() if worker_thread else None
+        self.worker = Worker("floor-disk") if worker_thread else None
         self.owed = [0, 0]
         self.durable = False
         self.done = trio.Event()
